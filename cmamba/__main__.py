@@ -1,0 +1,5 @@
+import sys
+
+from cmamba.cli import main
+
+sys.exit(main())

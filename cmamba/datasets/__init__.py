@@ -1,0 +1,1 @@
+"""Training datasets over feature shards (not built yet; see issue #5)."""

@@ -1,0 +1,1 @@
+"""Feature extractors for face, voice and words (not built yet; see issue #4)."""
