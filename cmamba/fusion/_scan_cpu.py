@@ -111,9 +111,7 @@ def scan_fwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, y, h_last
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def scan_bwd_kernel(
-    u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, gy, gh_last, gu, gdelta, gA, gBt, gCt, gw
-):
+def scan_bwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, gy, gh_last, gu, gdelta, gA, gBt, gCt, gw):
     """Adjoint of ``scan_fwd_kernel``; gy: (b, M, E, L), gh_last: (b, K, E, N).
 
     Writes gu, gdelta (b, M, E, L) and accumulates into the zero-initialised gA (b, M, E, N) (summed over b
@@ -202,7 +200,7 @@ class CoupledScanCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, w, independent: bool):
-        batch, M, E, L = u.shape
+        batch, M, E, _ = u.shape
         n_groups = M if independent else 1
         group = np.arange(M, dtype=np.int64) if independent else np.zeros(M, dtype=np.int64)
         n_blocks = _channel_blocks(batch, E)

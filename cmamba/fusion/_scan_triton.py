@@ -185,7 +185,7 @@ class CoupledScanTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy, gh_last):
         u, delta, A, B, C, w, ckpt = ctx.saved_tensors
-        batch, M, E, N, L, G, K = _launch_shape(u, A, ctx.independent)
+        batch, M, E, N, L, _, K = _launch_shape(u, A, ctx.independent)
         n_chunks = ckpt.shape[2]
         gy, gh_last = gy.contiguous(), gh_last.contiguous()
         gu, gdelta = torch.empty_like(u), torch.empty_like(delta)

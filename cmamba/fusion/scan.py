@@ -47,7 +47,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-__all__ = ["coupled_scan", "coupled_scan_ref", "coupled_step", "scan_backend", "COUPLING_MODES"]
+__all__ = ["COUPLING_MODES", "coupled_scan", "coupled_scan_ref", "coupled_step", "scan_backend"]
 
 COUPLING_MODES = ("mean", "sum", "none")
 BACKENDS = ("cpu", "triton", "torch")
@@ -247,7 +247,8 @@ def scan_backend(u: torch.Tensor) -> str:
     """The backend ``coupled_scan`` uses for tensors like ``u``: the one place that decides.
 
     CUDA → ``triton`` when Triton is installed, else ``torch`` (with a one-time warning saying how to install
-    the kernel); CPU → ``cpu`` (numba); float64 → ``torch`` always. Otherwise ``CMAMBA_SCAN_BACKEND`` overrides the choice.
+    the kernel); CPU → ``cpu`` (numba); float64 → ``torch`` always. Otherwise ``CMAMBA_SCAN_BACKEND`` overrides
+    the choice.
     """
     if u.dtype == torch.float64:
         return "torch"  # the fused kernels compute in float32; float64 asks for float64 precision
