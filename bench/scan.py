@@ -12,9 +12,9 @@ For every shape and pass (forward, forward+backward) it times, in one run:
   none        coupling="none": the M independent chains in one fast-path call
 and the exponential floor: torch.exp over the (batch, M, E, N, L) exponents into a preallocated buffer, i.e.
 the time this machine needs for the M·E·N·L exponentials alone (no exact algorithm can avoid them).
-Medians over repeats after warm-up; peak memory is the extra peak of one call: resident set on CPU
-(VmHWM, reset before the call), torch.cuda.max_memory_allocated on CUDA. On CUDA the Triton kernel's achieved
-bandwidth is also compared with the HBM roofline (measured device-to-device copy bandwidth).
+Medians over repeats after warm-up; peak memory is the extra peak of one call: on CPU the peak resident set
+of a fresh process above its resident set before the call, on CUDA torch.cuda.max_memory_allocated. On CUDA
+the Triton kernel's achieved bandwidth is also compared with the HBM roofline (measured copy bandwidth).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -136,21 +137,38 @@ def _proc_status_kb(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def peak_memory_mb(fn: Callable[[], object], device: str) -> float:
-    """Extra peak memory of one call: the CUDA allocator's peak, or on CPU the process's peak resident set
-    (VmHWM, reset through /proc/self/clear_refs) above the resident set before the call."""
-    synchronize(device)
+def peak_memory_mb(impl: str, passes: str, shape: tuple[int, ...], device: str) -> float:
+    """Extra peak memory of one call: the CUDA allocator's peak, or on CPU the peak resident set of a fresh
+    process above its resident set just before the call (a process that already ran the call would reuse
+    the allocator's cached pages and hide the peak)."""
     if device == "cuda":
+        fn = runner(impl, passes, shape, device)
+        fn()
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
+    spec = json.dumps([impl, passes, list(shape)])
+    result = subprocess.run([sys.executable, __file__, "--peak-of", spec], check=True, capture_output=True, text=True)
+    return float(result.stdout.strip())
+
+
+def _proc_status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _peak_of(spec: str) -> None:
+    impl, passes, shape = json.loads(spec)
+    runner(impl, passes, (1, shape[1], 2, 2, 2), "cpu")()  # one-time costs (JIT cache, thread pool) on a tiny shape
+    fn = runner(impl, passes, tuple(shape), "cpu")
     with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current resident set (Linux >= 4.0)
+        f.write("5")  # resets the peak resident set (VmHWM) to the current one (Linux >= 4.0)
     base = _proc_status_kb("VmRSS")
     fn()
-    return (_proc_status_kb("VmHWM") - base) / 1024
+    print((_proc_status_kb("VmHWM") - base) / 1024)
 
 
 def reference_backward_gb(batch, M, E, N, L) -> float:
@@ -192,7 +210,11 @@ def main() -> None:
         help="skip the reference loop's backward when autograd would keep more than this many GB",
     )
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--peak-of", help=argparse.SUPPRESS)  # internal: one memory measurement
     args = parser.parse_args()
+    if args.peak_of:
+        _peak_of(args.peak_of)
+        return
     device = args.device
     probe = torch.zeros(1, device=device)
     print(f"# coupled scan benchmark, {time.strftime('%Y-%m-%d')}")
@@ -230,10 +252,10 @@ def main() -> None:
                     )
                     ref_seconds = seconds if slow else ref_seconds
                     speedup = f"{ref_seconds / seconds:.1f}x" if ref_seconds else "n/a"
-                    memory = None if args.no_memory else peak_memory_mb(fn, device)
+                    memory = None if args.no_memory else peak_memory_mb(impl, passes, shape, device)
                     row = dict(batch=batch, L=L, passes=passes, impl=impl, ms=seconds * 1e3, peak_mb=memory)
                     row.update(speedup=ref_seconds / seconds if ref_seconds else None, floor_ratio=seconds / floor)
-                    mb = "-" if memory is None else f"{memory:.0f}"
+                    mb = "-" if memory is None else f"{memory:.1f}"
                     line = f"| {batch} | {L} | {passes} | {impl} | {seconds * 1e3:.2f} | {speedup}"
                     line += f" | {seconds / floor:.2f}x | {mb} |"
                     if roofline:

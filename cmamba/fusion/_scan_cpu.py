@@ -12,8 +12,8 @@ The core computes, for every (batch b, channel d) row independently, the diagona
 
 ``g(m) = 0`` for every m when the chains are coupled (one state), ``g(m) = m`` when they are independent
 (M states, ``w = 1``). The backward pass re-runs the forward recurrence once per row to store the states
-H_{t-1} (L·K·N floats per row, L2-resident) and then walks time in reverse with the adjoint recurrence
-G_{t-1} = Σ_m S^m_t ⊙ (w_m G_t + C^m_t gy^m_t).
+H_{t-1} and transitions S^m_t ((K + M)·L·N floats per row, L2-resident at the paper's sizes) and then walks
+time in reverse with the adjoint recurrence G_{t-1} = Σ_m S^m_t ⊙ (w_m G_t + C^m_t gy^m_t).
 
 ``exp`` is evaluated with a short polynomial (``_exp``) instead of libm because numba's libm call does not
 vectorise; the polynomial does, which makes the kernel compute-bound at AVX width.
@@ -126,13 +126,15 @@ def scan_bwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, gy, gh_la
         blk = task % n_blocks
         d0 = blk * block
         states = np.empty((L, n_groups, N), np.float32)  # states[t] = H_{t-1}
+        decays = np.empty((L, M, N), np.float32)  # decays[t, m] = S^m_t, so each exp is computed once here
         H = np.empty((n_groups, N), np.float32)
         P = np.empty((n_groups, N), np.float32)
         U = np.empty((n_groups, N), np.float32)
         G = np.empty((n_groups, N), np.float32)  # dLoss/dH_t
         G_prev = np.empty((n_groups, N), np.float32)
         for d in range(d0, min(d0 + block, E)):
-            # 1. Recompute the forward states (cheaper than storing (b, E, N, L) in the forward pass).
+            # 1. Recompute the row's states and transitions (L2-resident) instead of storing (b, E, N, L)
+            #    tensors in the forward pass.
             H[:] = 0.0
             for t in range(L):
                 P[:] = 0.0
@@ -143,7 +145,9 @@ def scan_bwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, gy, gh_la
                     dt = delta[b, m, d, t]
                     du = dt * u[b, m, d, t]
                     for n in range(N):
-                        P[g, n] += wm * _exp(dt * A[m, d, n])
+                        s = _exp(dt * A[m, d, n])
+                        decays[t, m, n] = s
+                        P[g, n] += wm * s
                         U[g, n] += wm * du * Bt[b, m, t, n]
                 for g in range(n_groups):
                     for n in range(N):
@@ -167,7 +171,7 @@ def scan_bwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, gy, gh_la
                     g_w = np.float32(0.0)
                     for n in range(N):
                         a = A[m, d, n]
-                        s = _exp(dt * a)
+                        s = decays[t, m, n]
                         bn = Bt[b, m, t, n]
                         h_prev = states[t, g, n]
                         h = s * h_prev + du * bn
