@@ -30,6 +30,7 @@ from llvmlite import ir
 from numba import prange
 from numba.core import types
 from numba.extending import intrinsic
+from torch.autograd.function import once_differentiable
 
 _LOG2E = np.float32(1.4426950408889634)
 # ln 2 split Cody-Waite style: k·_LN2_HI is exact in fp32 for |k| < 2^9, so x - k·ln2 keeps full precision.
@@ -37,6 +38,9 @@ _LN2_HI = np.float32(0.693145751953125)
 _LN2_LO = np.float32(1.428606765330187e-06)
 _EXP_MIN = np.float32(-87.0)  # below this exp underflows fp32 normals; clamping keeps 2^k a valid exponent
 _EXP_MAX = np.float32(88.0)
+# Reassociation/contraction let LLVM vectorise the sums over N; no "nnan"/"ninf", so a diverging scan still
+# produces inf/NaN that the caller reports instead of undefined values.
+_FASTMATH = True
 
 
 @intrinsic
@@ -50,7 +54,7 @@ def _bits_to_float32(typingctx, bits):
     return sig, codegen
 
 
-@numba.njit(inline="always", fastmath=True)
+@numba.njit(inline="always", fastmath=_FASTMATH)
 def _exp(x):
     """float32 exp, max relative error ~2e-7 on [-87, 88]; exp(x) = 2^k · 2^f with |f| <= 1/2."""
     x = min(max(x, _EXP_MIN), _EXP_MAX)
@@ -68,10 +72,42 @@ def _exp(x):
     return p * _bits_to_float32((np.int32(k) + np.int32(127)) << np.int32(23))
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
-def scan_fwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, y, h_last):
-    """u, delta: (b, M, E, L); A: (M, E, N); Bt, Ct: (b, M, L, N); w: (M,); group: (M,) int.
+@numba.njit(inline="always", fastmath=_FASTMATH)
+def _log1p_unit(x):
+    """log(1 + x) for x in [0, 1]: 2·atanh(s) with s = x / (2 + x) <= 1/3; series error < 2e-9."""
+    s = x / (np.float32(2.0) + x)
+    s2 = s * s
+    p = np.float32(1.0 / 15.0)
+    p = p * s2 + np.float32(1.0 / 13.0)
+    p = p * s2 + np.float32(1.0 / 11.0)
+    p = p * s2 + np.float32(1.0 / 9.0)
+    p = p * s2 + np.float32(1.0 / 7.0)
+    p = p * s2 + np.float32(1.0 / 5.0)
+    p = p * s2 + np.float32(1.0 / 3.0)
+    p = p * s2 + np.float32(1.0)
+    return np.float32(2.0) * s * p
 
+
+@numba.njit(inline="always", fastmath=_FASTMATH)
+def _fill_timescales(delta, bias, softplus, b, d, dt_row, gate_row):
+    """Δ^m_t = softplus(delta + bias) (or delta + bias) for all (m, t) of row (b, d), and dΔ/d(delta)."""
+    M, L = dt_row.shape
+    for m in range(M):
+        for t in range(L):  # vectorised: branch-free softplus = max(x, 0) + log1p(exp(-|x|))
+            x = delta[b, m, d, t] + bias[m, d]
+            if softplus:
+                dt_row[m, t] = max(x, np.float32(0.0)) + _log1p_unit(_exp(-abs(x)))
+                gate_row[m, t] = np.float32(1.0) / (np.float32(1.0) + _exp(-x))  # sigmoid
+            else:
+                dt_row[m, t] = x
+                gate_row[m, t] = np.float32(1.0)
+
+
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def scan_fwd_kernel(u, delta, bias, softplus, A, Bt, Ct, w, group, n_groups, n_blocks, y, h_last):
+    """u, delta: (b, M, E, L); bias: (M, E); A: (M, E, N); Bt, Ct: (b, M, L, N); w: (M,); group: (M,) int.
+
+    Δ = softplus(delta + bias) if ``softplus`` else delta + bias, computed here per row (fused).
     Writes y (b, M, E, L) and h_last (b, K, E, N). Rows are split into ``n_blocks`` blocks of channels
     per batch element so both threads have work at batch 1.
     """
@@ -84,7 +120,10 @@ def scan_fwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, y, h_last
         H = np.zeros((n_groups, N), np.float32)
         P = np.empty((n_groups, N), np.float32)
         U = np.empty((n_groups, N), np.float32)
+        dt_row = np.empty((M, L), np.float32)
+        gate_row = np.empty((M, L), np.float32)
         for d in range(d0, min(d0 + block, E)):
+            _fill_timescales(delta, bias, softplus, b, d, dt_row, gate_row)
             H[:] = 0.0
             for t in range(L):
                 P[:] = 0.0
@@ -92,7 +131,7 @@ def scan_fwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, y, h_last
                 for m in range(M):
                     g = group[m]
                     wm = w[m]
-                    dt = delta[b, m, d, t]
+                    dt = dt_row[m, t]
                     du = dt * u[b, m, d, t]
                     acc = np.float32(0.0)
                     for n in range(N):
@@ -110,13 +149,15 @@ def scan_fwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, y, h_last
                     h_last[b, g, d, n] = H[g, n]
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
-def scan_bwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, gy, gh_last, gu, gdelta, gA, gBt, gCt, gw):
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def scan_bwd_kernel(
+    u, delta, bias, softplus, A, Bt, Ct, w, group, n_groups, n_blocks, gy, gh_last, gu, gdelta, gbias, gA, gBt, gCt, gw
+):
     """Adjoint of ``scan_fwd_kernel``; gy: (b, M, E, L), gh_last: (b, K, E, N).
 
-    Writes gu, gdelta (b, M, E, L) and accumulates into the zero-initialised gA (b, M, E, N) (summed over b
-    by the caller) and partial sums gBt, gCt (b, n_blocks, M, L, N) and gw (b, n_blocks, M): every task
-    owns its own slice, so no two threads write the same element.
+    Writes gu, gdelta (b, M, E, L) and accumulates into the zero-initialised gbias (b, M, E), gA (b, M, E, N)
+    (both summed over b by the caller) and partial sums gBt, gCt (b, n_blocks, M, L, N) and gw
+    (b, n_blocks, M): every task owns its own slice, so no two threads write the same element.
     """
     batch, M, E, L = u.shape
     N = A.shape[2]
@@ -132,9 +173,13 @@ def scan_bwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, gy, gh_la
         U = np.empty((n_groups, N), np.float32)
         G = np.empty((n_groups, N), np.float32)  # dLoss/dH_t
         G_prev = np.empty((n_groups, N), np.float32)
+        dt_row = np.empty((M, L), np.float32)
+        gate_row = np.empty((M, L), np.float32)  # dΔ/d(delta)
         for d in range(d0, min(d0 + block, E)):
+            _fill_timescales(delta, bias, softplus, b, d, dt_row, gate_row)
             # 1. Recompute the row's states and transitions (L2-resident) instead of storing (b, E, N, L)
-            #    tensors in the forward pass.
+            #    tensors in the forward pass. (The forward kernel keeps its own copy of this loop: storing
+            #    S there too, to share one helper, costs it ~35% at the paper's sizes.)
             H[:] = 0.0
             for t in range(L):
                 P[:] = 0.0
@@ -142,7 +187,7 @@ def scan_bwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, gy, gh_la
                 for m in range(M):
                     g = group[m]
                     wm = w[m]
-                    dt = delta[b, m, d, t]
+                    dt = dt_row[m, t]
                     du = dt * u[b, m, d, t]
                     for n in range(N):
                         s = _exp(dt * A[m, d, n])
@@ -162,7 +207,7 @@ def scan_bwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, gy, gh_la
                 for m in range(M):
                     g = group[m]
                     wm = w[m]
-                    dt = delta[b, m, d, t]
+                    dt = dt_row[m, t]
                     um = u[b, m, d, t]
                     du = dt * um
                     gym = gy[b, m, d, t]
@@ -184,7 +229,9 @@ def scan_bwd_kernel(u, delta, A, Bt, Ct, w, group, n_groups, n_blocks, gy, gh_la
                         gCt[b, blk, m, t, n] += gym * h
                         gBt[b, blk, m, t, n] += q * du
                         G_prev[g, n] += s * q
+                    g_dt *= gate_row[m, t]
                     gdelta[b, m, d, t] = g_dt
+                    gbias[b, m, d] += g_dt
                     gu[b, m, d, t] = g_u * dt
                     gw[b, blk, m] += g_w
                 G[:] = G_prev
@@ -200,10 +247,11 @@ def _as_numpy(x: torch.Tensor) -> np.ndarray:
 
 
 class CoupledScanCPU(torch.autograd.Function):
-    """Autograd wrapper of the numba kernels; inputs are float32 CPU tensors (see ``scan._core``)."""
+    """Autograd wrapper of the numba kernels. u, delta: float32 (b, M, E, L); delta_bias: float32 (M, E);
+    A: (M, E, N); B, C: (b, M, N, L); w: (M,). The Δ discretisation is fused into the kernels."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, w, independent: bool):
+    def forward(ctx, u, delta, delta_bias, softplus: bool, A, B, C, w, independent: bool):
         batch, M, E, _ = u.shape
         n_groups = M if independent else 1
         group = np.arange(M, dtype=np.int64) if independent else np.zeros(M, dtype=np.int64)
@@ -211,26 +259,32 @@ class CoupledScanCPU(torch.autograd.Function):
         Bt, Ct = B.transpose(-1, -2).contiguous(), C.transpose(-1, -2).contiguous()
         y = torch.empty_like(u)
         h_last = u.new_empty(batch, n_groups, E, A.shape[-1])
-        arrays = [_as_numpy(x) for x in (u, delta, A, Bt, Ct, w)]
-        scan_fwd_kernel(*arrays, group, n_groups, n_blocks, y.numpy(), h_last.numpy())
-        ctx.save_for_backward(u, delta, A, Bt, Ct, w)
-        ctx.layout = (group, n_groups, n_blocks)
+        args = _kernel_args(u, delta, delta_bias, softplus, A, Bt, Ct, w, group, n_groups, n_blocks)
+        scan_fwd_kernel(*args, y.numpy(), h_last.numpy())
+        ctx.save_for_backward(u, delta, delta_bias, A, Bt, Ct, w)
+        ctx.layout = (softplus, group, n_groups, n_blocks)
         return y, h_last
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gy, gh_last):
-        u, delta, A, Bt, Ct, w = ctx.saved_tensors
-        group, n_groups, n_blocks = ctx.layout
+        u, delta, delta_bias, A, Bt, Ct, w = ctx.saved_tensors
+        softplus, group, n_groups, n_blocks = ctx.layout
         batch, M, E, L = u.shape
-        N = A.shape[-1]
         gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
-        gA = u.new_zeros(batch, M, E, N)
-        gBt = u.new_zeros(batch, n_blocks, M, L, N)
+        gbias = u.new_zeros(batch, M, E)
+        gA = u.new_zeros(batch, M, E, A.shape[-1])
+        gBt = u.new_zeros(batch, n_blocks, M, L, A.shape[-1])
         gCt = torch.zeros_like(gBt)
         gw = u.new_zeros(batch, n_blocks, M)
-        arrays = [_as_numpy(x) for x in (u, delta, A, Bt, Ct, w, gy, gh_last)]
-        outputs = [x.numpy() for x in (gu, gdelta, gA, gBt, gCt, gw)]
-        scan_bwd_kernel(*arrays[:6], group, n_groups, n_blocks, *arrays[6:], *outputs)
+        args = _kernel_args(u, delta, delta_bias, softplus, A, Bt, Ct, w, group, n_groups, n_blocks)
+        grads = [x.numpy() for x in (gu, gdelta, gbias, gA, gBt, gCt, gw)]
+        scan_bwd_kernel(*args, _as_numpy(gy), _as_numpy(gh_last), *grads)
         gB = gBt.sum(1).transpose(-1, -2)
         gC = gCt.sum(1).transpose(-1, -2)
-        return gu, gdelta, gA.sum(0), gB, gC, gw.sum((0, 1)), None
+        return gu, gdelta, gbias.sum(0), None, gA.sum(0), gB, gC, gw.sum((0, 1)), None
+
+
+def _kernel_args(u, delta, delta_bias, softplus, A, Bt, Ct, w, group, n_groups, n_blocks) -> list:
+    tensors = [_as_numpy(x) for x in (u, delta, delta_bias, A, Bt, Ct, w)]
+    return [*tensors[:3], softplus, *tensors[3:], group, n_groups, n_blocks]

@@ -99,8 +99,13 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias, weights, time_axis: bool)
     return batch, M, E, N
 
 
-def _coupling_weights(coupling: str, weights: torch.Tensor | None, M: int, like: torch.Tensor):
-    """Returns (w (M,) in like's dtype, independent). Learned ``weights`` override ``coupling``."""
+def _compute_dtype(u: torch.Tensor) -> torch.dtype:
+    """Every path computes in float32, except that float64 inputs stay float64."""
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+def _coupling_weights(coupling: str, weights: torch.Tensor | None, M: int, u: torch.Tensor):
+    """Returns (w (M,) in the compute dtype, independent). Learned ``weights`` override ``coupling``."""
     if weights is not None:
         w = weights.detach()
         if bool((w < 0).any()) or abs(float(w.sum()) - 1.0) > 1e-3:
@@ -108,11 +113,11 @@ def _coupling_weights(coupling: str, weights: torch.Tensor | None, M: int, like:
                 f"weights must be non-negative and sum to 1 (a convex combination), got {w.tolist()}; "
                 "pass e.g. torch.softmax(logits, 0)"
             )
-        return weights.to(like.dtype), False
+        return weights.to(_compute_dtype(u)), False
     if coupling not in COUPLING_MODES:
         raise ValueError(f"coupling={coupling!r} is not one of {COUPLING_MODES}")
     value = 1.0 / M if coupling == "mean" else 1.0
-    return torch.full((M,), value, dtype=like.dtype, device=like.device), coupling == "none"
+    return torch.full((M,), value, dtype=_compute_dtype(u), device=u.device), coupling == "none"
 
 
 def _state_shape(batch: int, M: int, E: int, N: int, independent: bool) -> tuple[int, ...]:
@@ -122,7 +127,7 @@ def _state_shape(batch: int, M: int, E: int, N: int, independent: bool) -> tuple
 
 def _discretise(delta: torch.Tensor, delta_bias, delta_softplus: bool) -> torch.Tensor:
     """Δ = softplus(delta + delta_bias) or delta + delta_bias, in float32 (float64 stays float64)."""
-    delta = delta.float() if delta.dtype != torch.float64 else delta
+    delta = delta.to(_compute_dtype(delta))
     if delta_bias is not None:
         delta = delta + delta_bias.to(delta.dtype)[..., None] if delta.dim() == 4 else delta + delta_bias
     return F.softplus(delta) if delta_softplus else delta
@@ -138,6 +143,8 @@ def _finish(y, u, D, z, out_dtype):
 
 
 def _report_non_finite(y: torch.Tensor, coupling: str, weights) -> None:
+    if bool(torch.isfinite(y.sum(dtype=torch.float32))):  # one cheap reduction; counted only when needed
+        return
     bad = int((~torch.isfinite(y)).sum())
     if bad:
         hint = (
@@ -167,7 +174,7 @@ def coupled_scan_ref(
     batch, M, E, N = _check_inputs(u, delta, A, B, C, D, z, delta_bias, weights, time_axis=True)
     dt = _discretise(delta, delta_bias, delta_softplus)  # Δ^m_t (batch, M, E, L)
     cdtype = dt.dtype
-    w, independent = _coupling_weights(coupling, weights, M, dt)
+    w, independent = _coupling_weights(coupling, weights, M, u)
     uf, Af, Bf, Cf = (x.to(cdtype) for x in (u, A, B, C))
     h = [uf.new_zeros(batch, E, N) for _ in range(M)]  # h^m_{-1} = 0 (Eq. 11)
     ys = []
@@ -213,7 +220,7 @@ def coupled_step(
     """
     batch, M, E, N = _check_inputs(u, delta, A, B, C, D, z, delta_bias, weights, time_axis=False)
     dt = _discretise(delta, delta_bias, delta_softplus)  # (batch, M, E)
-    w, independent = _coupling_weights(coupling, weights, M, dt)
+    w, independent = _coupling_weights(coupling, weights, M, u)
     shape = _state_shape(batch, M, E, N, independent)
     if state is None:
         state = dt.new_zeros(shape)
@@ -258,6 +265,13 @@ def scan_backend(u: torch.Tensor) -> str:
             raise ValueError(f"CMAMBA_SCAN_BACKEND={forced!r} is not one of {('auto', *BACKENDS)}")
         if forced == "triton" and not _triton_available():
             raise ValueError("CMAMBA_SCAN_BACKEND=triton but triton is not installed: pip install 'cmamba[gpu]'")
+        if forced == "triton" and u.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(
+                f"CMAMBA_SCAN_BACKEND=triton with tensors on {u.device} needs Triton's interpreter: set "
+                "TRITON_INTERPRET=1 before importing cmamba, or move the tensors to CUDA"
+            )
+        if forced == "cpu" and u.device.type != "cpu":
+            raise ValueError(f"CMAMBA_SCAN_BACKEND=cpu but the tensors are on {u.device}; use .cpu() or unset it")
         return forced
     if u.device.type == "cuda":
         if _triton_available():
@@ -272,12 +286,17 @@ def scan_backend(u: torch.Tensor) -> str:
     return "torch"
 
 
-def _core(backend: str, u, dt, A, B, C, w, independent):
-    """Dispatch the scan core: (u, Δ, A, B, C, w) → (y without D/z (batch, M, E, L), states (batch, K, E, N))."""
-    if backend == "cpu":
+def _core(backend: str, u, delta, delta_bias, delta_softplus: bool, A, B, C, w, independent: bool):
+    """Run the scan core of ``backend`` on compute-dtype tensors.
+
+    Returns y without the D skip and gate (batch, M, E, L) and the last states (batch, K, E, N).
+    """
+    if backend == "cpu":  # the numba kernels fuse the Δ discretisation
         from cmamba.fusion._scan_cpu import CoupledScanCPU
 
-        return CoupledScanCPU.apply(u, dt, A, B, C, w, independent)
+        bias = delta_bias if delta_bias is not None else delta.new_zeros(delta.shape[1:3])
+        return CoupledScanCPU.apply(u, delta, bias, delta_softplus, A, B, C, w, independent)
+    dt = _discretise(delta, delta_bias, delta_softplus)
     if backend == "triton":
         from cmamba.fusion._scan_triton import CoupledScanTriton
 
@@ -300,10 +319,12 @@ def coupled_scan(
     """
     batch, M, E, N = _check_inputs(u, delta, A, B, C, D, z, delta_bias, weights, time_axis=True)
     backend = scan_backend(u)
-    dt = _discretise(delta, delta_bias, delta_softplus)
-    cdtype = dt.dtype
-    w, independent = _coupling_weights(coupling, weights, M, dt)
-    y, states = _core(backend, u.to(cdtype), dt, A.to(cdtype), B.to(cdtype), C.to(cdtype), w, independent)
+    w, independent = _coupling_weights(coupling, weights, M, u)
+    cdtype = w.dtype
+    bias = delta_bias.to(cdtype) if delta_bias is not None else None
+    tensors = (x.to(cdtype) for x in (u, delta, A, B, C))
+    u_c, delta_c, A_c, B_c, C_c = tensors
+    y, states = _core(backend, u_c, delta_c, bias, delta_softplus, A_c, B_c, C_c, w, independent)
     y = _finish(y, u, D, z, u.dtype)
     _report_non_finite(y, coupling, weights)
     if not return_last_state:

@@ -139,6 +139,13 @@ def test_backend_choice():
 def test_backend_override(monkeypatch):
     monkeypatch.setenv("CMAMBA_SCAN_BACKEND", "torch")
     assert scan_backend(torch.zeros(1)) == "torch"
+    monkeypatch.setenv("CMAMBA_SCAN_BACKEND", "cpu")
+    with pytest.raises(ValueError, match="CMAMBA_SCAN_BACKEND=cpu but the tensors are on meta"):
+        scan_backend(torch.zeros(1, device="meta"))
+    monkeypatch.setenv("CMAMBA_SCAN_BACKEND", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="needs Triton's interpreter: set TRITON_INTERPRET=1"):
+        scan_backend(torch.zeros(1))
     monkeypatch.setenv("CMAMBA_SCAN_BACKEND", "cuda-magic")
     with pytest.raises(ValueError, match="CMAMBA_SCAN_BACKEND='cuda-magic'"):
         scan_backend(torch.zeros(1))
