@@ -1,0 +1,129 @@
+"""The sentiment model: per-modality projection → fusion backbone (``FusionConfig.fusion``) → pooling →
+softmax-weighted modality fusion → head.
+
+Batch format (what ``forward`` takes): a dict with one float tensor (B, L_m, D_m) per modality name of the
+config, optionally ``"lengths"``: {name: (B,) int} (valid prefix of each right-padded sequence; default full)
+and ``"present"``: {name: (B,) bool} (default: length > 0). Returns (B,) predictions for regression or
+(B, C) logits for classification.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cmamba.fusion.config import FusionConfig
+from cmamba.fusion.layers import CoupledMambaLayer, CrossModalFusion, ModalityProjection
+from cmamba.fusion.resample import resample
+
+_CHAIN_COUPLING = {"mamba": "none", "released": "none"}
+
+
+class FusionModel(nn.Module):
+    def __init__(self, config: FusionConfig):
+        super().__init__()
+        self.config = config.resolved()
+        cfg = self.config
+        self.names = list(cfg.modalities)
+        M, d = len(self.names), cfg.d_model
+        self.project = nn.ModuleDict({n: ModalityProjection(dim, d) for n, dim in cfg.modalities.items()})
+        # A learned stand-in sequence for a modality a sample lacks (so the chains still run and couple).
+        self.missing = nn.ParameterDict({n: nn.Parameter(torch.zeros(d)) for n in self.names})
+        early = cfg.fusion in ("average", "concat")
+        self.streams = 1 if early else M
+        self.early_merge = nn.Linear(M * d, d) if cfg.fusion == "concat" else None
+        self.cross = CrossModalFusion(M, cfg) if cfg.fusion == "cross_attention" else None
+        if self.cross is None:
+            coupling = _CHAIN_COUPLING.get(cfg.fusion, cfg.coupling)
+            post_norm = nn.LayerNorm(d) if cfg.fusion == "released" else None  # one LN shared by all blocks
+            self.layers = nn.ModuleList(
+                CoupledMambaLayer(self.streams, cfg, coupling, post_norm) for _ in range(cfg.n_layers)
+            )
+        enhance = self.streams > 1 and self.cross is None and cfg.fusion != "mamba" and cfg.enhance
+        self.enhance = (
+            nn.ModuleList(nn.ModuleList(nn.Linear((M - 1) * d, d) for _ in range(M)) for _ in range(cfg.n_layers - 1))
+            if enhance
+            else None
+        )
+        self.modality_logits = nn.Parameter(torch.zeros(self.streams))
+        self.head = nn.Sequential(nn.Linear(d, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, cfg.outputs))
+
+    # -- inputs --------------------------------------------------------------------------------------------
+
+    def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Check, align and project the modalities. Returns h (B, M, L, d), valid (B, M, L), present (B, M)."""
+        lengths_in, present_in = batch.get("lengths") or {}, batch.get("present") or {}
+        missing = [n for n in self.names if n not in batch]
+        if missing:
+            raise ValueError(f"batch lacks modalities {missing}; the model expects {self.names}")
+        xs = []
+        for name in self.names:
+            x = batch[name]
+            expected = self.config.modalities[name]
+            if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != expected:
+                got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ValueError(
+                    f"modality {name!r} has shape {got}; expected (batch, length, {expected}) — its feature dim "
+                    f"must be {expected} as in the model config"
+                )
+            if not torch.isfinite(x).all():
+                raise ValueError(f"modality {name!r} contains NaN or inf; clean or mask the features first")
+            xs.append(x)
+        B, device = xs[0].shape[0], xs[0].device
+        lengths = [lengths_in.get(n, torch.full((B,), x.shape[1], device=device)) for n, x in zip(self.names, xs)]
+        present = torch.stack(
+            [present_in.get(n, ln > 0).to(device, torch.bool) for n, ln in zip(self.names, lengths)], 1
+        )
+        same_length = len({x.shape[1] for x in xs}) == 1
+        if same_length:  # already time-aligned: pass through unchanged
+            L = xs[0].shape[1]
+            valid = torch.stack([torch.arange(L, device=device)[None] < ln.to(device)[:, None] for ln in lengths], 1)
+        else:
+            L = self.config.seq_len
+            xs = [resample(x, ln.to(device), L) for x, ln in zip(xs, lengths)]
+            valid = torch.stack([(ln.to(device) > 0)[:, None].expand(B, L) for ln in lengths], 1)
+        h = torch.stack([self.project[n](x) for n, x in zip(self.names, xs)], 1)  # (B, M, L, d)
+        stand_in = torch.stack([self.missing[n] for n in self.names])[None, :, None, :]
+        absent = ~present[:, :, None, None]
+        h = torch.where(absent, stand_in.expand_as(h), h)
+        valid = valid | ~present[:, :, None]  # a stand-in sequence is valid everywhere
+        return h, valid, present
+
+    # -- backbone ------------------------------------------------------------------------------------------
+
+    def _backbone(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, M, L, d) → (B, streams, L, d)."""
+        if self.cross is not None:
+            return self.cross(h, valid)
+        if self.config.fusion == "average":
+            h = h.mean(1, keepdim=True)
+        elif self.config.fusion == "concat":
+            h = self.early_merge(torch.cat(h.unbind(1), -1)).unsqueeze(1)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if self.enhance is not None and i < len(self.enhance):  # "Cat": add Linear(concat of the others)
+                others = [torch.cat([h[:, k] for k in range(h.shape[1]) if k != m], -1) for m in range(h.shape[1])]
+                h = h + torch.stack([lin(o) for lin, o in zip(self.enhance[i], others)], 1)
+        return h
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        h, valid, present = self._inputs(batch)
+        h = self._backbone(h, valid)
+        if self.streams == 1:
+            valid, present = valid.any(1, keepdim=True), present.any(1, keepdim=True)
+        mask = valid[..., None]
+        if self.config.pooling == "max":
+            pooled = h.masked_fill(~mask, float("-inf")).amax(2)  # (B, streams, d)
+        else:
+            pooled = (h * mask).sum(2) / mask.sum(2).clamp_min(1)
+        # Softmax-weighted modality fusion over the modalities a sample has (all, if it has none).
+        logits = self.modality_logits.expand_as(present).masked_fill(~present, float("-inf"))
+        logits = torch.where(present.any(1, keepdim=True), logits, self.modality_logits.expand_as(present))
+        fused = (torch.softmax(logits, 1)[..., None] * pooled).sum(1)
+        out = self.head(fused)
+        return out.squeeze(-1) if self.config.task == "regression" else out
+
+
+def build_model(config: FusionConfig) -> FusionModel:
+    """The model for ``config`` (see ``FusionConfig`` for the fusion variants)."""
+    return FusionModel(config)
