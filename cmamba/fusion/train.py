@@ -1,0 +1,274 @@
+"""Training and evaluation (library functions; the CLI wraps them).
+
+Recipe (the paper's, MMSA's selection rule): L1 loss (regression) or cross-entropy (classification), Adam
+lr 5e-4 with weight decay 5e-4 (not on A_log / D), StepLR(50, 0.5) per epoch, model selection on the
+validation loss only, early stopping. Seeds 1111-1115 with mean ± std. Under ``torchrun`` (WORLD_SIZE > 1)
+training runs with DistributedDataParallel (NCCL on CUDA, gloo on CPU); only rank 0 writes files.
+
+A run folder holds ``config.json`` (resolved model and training config, feature schema, versions),
+``metrics.csv`` / ``metrics.json`` (one row per epoch), ``best/`` (the selected checkpoint) and
+``result.json`` (valid and test metrics of the best checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from cmamba.datasets.memory import collate
+from cmamba.fusion.checkpoint import check_schema, load_checkpoint, save_checkpoint, versions
+from cmamba.fusion.config import FusionConfig
+from cmamba.fusion.metrics import DATASETS, compute_metrics
+from cmamba.fusion.model import FusionModel, build_model
+
+DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training recipe; defaults from the paper (batch size: 1024 MOSEI, 128 SIMS, 256 SIMSv2)."""
+
+    dataset: str = "mosei"  # which metric family to report: mosi | mosei | sims | simsv2
+    epochs: int = 150
+    batch_size: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 5e-4
+    lr_step: int = 50
+    lr_gamma: float = 0.5
+    patience: int | None = 8  # epochs without a better valid loss before stopping; None: never stop early
+    seed: int = 1111
+    deterministic: bool = False
+    amp: bool = True  # bf16 autocast, on CUDA only
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset={self.dataset!r} is not one of {DATASETS}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def sentiment_classes(labels: torch.Tensor) -> torch.Tensor:
+    """MMSA's 3 classes from sentiment scores: negative → 0, zero → 1, positive → 2."""
+    return (labels > 0).long() + (labels >= 0).long()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    def move(x):
+        if isinstance(x, torch.Tensor):
+            return x.to(device, non_blocking=True)
+        return {k: move(v) for k, v in x.items()} if isinstance(x, dict) else x
+
+    return {k: move(v) for k, v in batch.items()}
+
+
+def _loss(model: FusionModel, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if model.config.task == "classification":
+        return F.cross_entropy(out.float(), sentiment_classes(labels))
+    return F.l1_loss(out.float(), labels)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def drop_elements(batch: dict, names: list[str], missing_rate: float, generator: torch.Generator) -> dict:
+    """The paper's Table 12 protocol: multiply every input by an element-wise Bernoulli(1 - rate) keep mask."""
+    if missing_rate <= 0:
+        return batch
+    out = dict(batch)
+    for name in names:
+        x = batch[name]
+        keep = torch.rand(x.shape, generator=generator) >= missing_rate
+        out[name] = x * keep.to(x.device, x.dtype)
+    return out
+
+
+@torch.no_grad()
+def predict(model: FusionModel, dataset: Dataset, batch_size: int = 256, device: str = "auto",
+            missing_rate: float = 0.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(outputs, labels) over ``dataset``; ``missing_rate`` applies the Table 12 element-wise drop."""
+    dev = _device(device)
+    model = model.to(dev).eval()
+    generator = torch.Generator().manual_seed(seed)
+    outs, labels = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
+        batch = drop_elements(batch, model.names, missing_rate, generator)
+        with _autocast(dev, True):
+            outs.append(model(_to_device(batch, dev)).float().cpu())
+        labels.append(batch["labels"])
+    return torch.cat(outs), torch.cat(labels)
+
+
+def evaluate(model: FusionModel, dataset: Dataset, dataset_name: str, batch_size: int = 256, device: str = "auto",
+             missing_rate: float = 0.0, seed: int = 0, mmsa_compat: bool = False) -> dict[str, float]:  # fmt: skip
+    """MMSA metrics of ``model`` on ``dataset`` plus its ``Loss`` (L1 or cross-entropy)."""
+    outs, labels = predict(model, dataset, batch_size, device, missing_rate, seed)
+    task = model.config.task
+    targets = sentiment_classes(labels) if task == "classification" else labels
+    metrics = compute_metrics(outs, targets, dataset_name, task, mmsa_compat)
+    metrics["Loss"] = round(float(_loss(model, outs, labels)), 6)
+    return metrics
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay = [p for p in model.parameters() if not getattr(p, "_no_weight_decay", False)]
+    no_decay = [p for p in model.parameters() if getattr(p, "_no_weight_decay", False)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps(rows, indent=1))
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with open(run_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Dataset, valid_set: Dataset,
+          run_dir: str | Path, test_set: Dataset | None = None) -> dict:  # fmt: skip
+    """Train one model, select it on ``valid_set``, write the run folder; returns ``result.json``'s content."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if distributed else 0
+    device = _device(train_config.device)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    seed_everything(train_config.seed, train_config.deterministic)
+    run_dir = Path(run_dir)
+    schema = train_set.schema() if hasattr(train_set, "schema") else None
+    if schema:
+        check_schema({"modalities": {n: {"dim": d} for n, d in model_config.modalities.items()}},
+                     {n: s["dim"] for n, s in schema["modalities"].items()}, "the model config")  # fmt: skip
+    model = build_model(model_config).to(device)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = {"model": model.config.to_dict(), "train": dataclasses.asdict(train_config), "schema": schema,
+                  "versions": versions(), "world_size": dist.get_world_size() if distributed else 1}  # fmt: skip
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    sampler = DistributedSampler(train_set, seed=train_config.seed) if distributed else None
+    generator = torch.Generator().manual_seed(train_config.seed)
+    loader = DataLoader(train_set, batch_size=train_config.batch_size, shuffle=sampler is None, sampler=sampler,
+                        collate_fn=collate, generator=generator)  # fmt: skip
+    optimizer = torch.optim.Adam(_param_groups(model, train_config.weight_decay), lr=train_config.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, train_config.lr_step, train_config.lr_gamma)
+    best_loss, best_epoch, rows = math.inf, 0, []
+    epochs = tqdm(range(1, train_config.epochs + 1), desc="epochs", disable=not train_config.progress or rank != 0)
+    for epoch in epochs:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
+        start, total, count = time.perf_counter(), 0.0, 0
+        for batch in loader:
+            batch = _to_device(batch, device)
+            with _autocast(device, train_config.amp):
+                loss = _loss(model, net(batch), batch["labels"])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the training loss became {float(loss)} in epoch {epoch}; stopping. The best checkpoint so "
+                    f"far (epoch {best_epoch}) is in {run_dir / 'best'}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(batch["labels"])
+            count += len(batch["labels"])
+        scheduler.step()
+        valid = evaluate(model, valid_set, train_config.dataset, device=str(device))
+        row = {"epoch": epoch, "train_loss": round(total / count, 6), "lr": scheduler.get_last_lr()[0]}
+        row.update(seconds=round(time.perf_counter() - start, 3), **{f"valid_{k}": v for k, v in valid.items()})
+        rows.append(row)
+        if valid["Loss"] < best_loss:
+            best_loss, best_epoch = valid["Loss"], epoch
+            if rank == 0:
+                save_checkpoint(run_dir / "best", model, schema, epoch=epoch, valid=valid)
+        if rank == 0:
+            _write_metrics(run_dir, rows)
+        epochs.set_postfix(loss=row["train_loss"], valid=valid["Loss"], best=best_epoch)
+        if train_config.patience is not None and epoch - best_epoch >= train_config.patience:
+            break
+    if distributed:
+        dist.barrier()
+    best, _ = load_checkpoint(run_dir / "best", device)
+    result = {"best_epoch": best_epoch, "epochs_run": len(rows), "seed": train_config.seed,
+              "valid": evaluate(best, valid_set, train_config.dataset, device=str(device))}  # fmt: skip
+    if test_set is not None:
+        result["test"] = evaluate(best, test_set, train_config.dataset, device=str(device))
+    if rank == 0:
+        (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    if distributed:
+        dist.barrier()
+    return result
+
+
+def summarize(results: list[dict], split: str) -> dict[str, dict[str, float]]:
+    """mean and (population) std over seeds of every metric of ``split`` ("valid" or "test")."""
+    keys = results[0][split].keys()
+    return {
+        k: {
+            "mean": float(np.mean([r[split][k] for r in results])),
+            "std": float(np.std([r[split][k] for r in results])),
+        }
+        for k in keys
+    }
+
+
+def train_seeds(model_config: FusionConfig, train_config: TrainConfig, train_set: Dataset, valid_set: Dataset,
+                run_dir: str | Path, test_set: Dataset | None = None,
+                seeds: tuple[int, ...] = DEFAULT_SEEDS) -> dict:  # fmt: skip
+    """``train`` once per seed into ``run_dir/seed-<seed>``; writes and returns ``summary.json`` (mean ± std)."""
+    run_dir = Path(run_dir)
+    results = [
+        train(
+            model_config,
+            dataclasses.replace(train_config, seed=s),
+            train_set,
+            valid_set,
+            run_dir / f"seed-{s}",
+            test_set,
+        )
+        for s in seeds
+    ]
+    summary = {"seeds": list(seeds), "runs": results, "valid": summarize(results, "valid")}
+    if test_set is not None:
+        summary["test"] = summarize(results, "test")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
