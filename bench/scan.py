@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 
 import torch
+from benchutil import cuda_peak_mb, machine, median_seconds, peak_rss_mb
 
 from cmamba.fusion.init import mamba_A, mamba_delta_bias
 from cmamba.fusion.scan import coupled_scan, coupled_scan_ref, scan_backend
@@ -88,24 +88,6 @@ def with_backward(fn: Callable[[], torch.Tensor], x: dict) -> Callable[[], None]
     return run
 
 
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_seconds(fn: Callable[[], object], device: str, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
 def exp_floor_seconds(batch, M, E, N, L, device, warmup, repeats) -> float:
     exponents = -torch.rand(batch, M, E, N, L, device=device)
     out = torch.empty_like(exponents)
@@ -132,43 +114,20 @@ def runner(impl: str, passes: str, shape: tuple[int, ...], device: str) -> Calla
     return lambda: torch.no_grad()(fn)()
 
 
-def _proc_status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
 def peak_memory_mb(impl: str, passes: str, shape: tuple[int, ...], device: str) -> float:
     """Extra peak memory of one call: the CUDA allocator's peak, or on CPU the peak resident set of a fresh
-    process above its resident set just before the call (a process that already ran the call would reuse
-    the allocator's cached pages and hide the peak)."""
+    process (see ``benchutil.peak_rss_mb``)."""
     if device == "cuda":
-        fn = runner(impl, passes, shape, device)
-        fn()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
+        return cuda_peak_mb(runner(impl, passes, shape, device))
     spec = json.dumps([impl, passes, list(shape)])
     result = subprocess.run([sys.executable, __file__, "--peak-of", spec], check=True, capture_output=True, text=True)
     return float(result.stdout.strip())
 
 
-def _proc_status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
 def _peak_of(spec: str) -> None:
     impl, passes, shape = json.loads(spec)
     runner(impl, passes, (1, shape[1], 2, 2, 2), "cpu")()  # one-time costs (JIT cache, thread pool) on a tiny shape
-    fn = runner(impl, passes, tuple(shape), "cpu")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets the peak resident set (VmHWM) to the current one (Linux >= 4.0)
-    base = _proc_status_kb("VmRSS")
-    fn()
-    print((_proc_status_kb("VmHWM") - base) / 1024)
+    print(peak_rss_mb(runner(impl, passes, tuple(shape), "cpu")))
 
 
 def reference_backward_gb(batch, M, E, N, L) -> float:
@@ -218,10 +177,7 @@ def main() -> None:
     device = args.device
     probe = torch.zeros(1, device=device)
     print(f"# coupled scan benchmark, {time.strftime('%Y-%m-%d')}")
-    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__},"
-          f" threads {torch.get_num_threads()}, device {device}"
-          + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else "")
-          + f", fast backend: {scan_backend(probe)}")  # fmt: skip
+    print(f"# machine: {machine(device)}, fast backend: {scan_backend(probe)}")
     print(f"# command: {' '.join(sys.argv)}")
     roofline = hbm_copy_gbps(device) if device == "cuda" else None
     if roofline:

@@ -4,7 +4,10 @@ crossmodal attention baseline. Shapes: B batch, L steps, d d_model, E = expand·
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +15,28 @@ from torch import nn
 
 from cmamba.fusion.config import FusionConfig
 from cmamba.fusion.scan import coupled_scan
+
+
+@functools.cache
+def _cuda_kernels():
+    """mamba-ssm's / causal-conv1d's CUDA kernels (conv, LayerNorm), or None with a one-time warning."""
+    try:
+        from causal_conv1d import causal_conv1d_fn
+        from mamba_ssm.ops.triton.layer_norm import layer_norm_fn
+    except ImportError:
+        warnings.warn(
+            "cmamba: causal-conv1d / mamba-ssm are not installed, so the Mamba blocks use PyTorch's conv and "
+            "LayerNorm on CUDA (slower). Install them with: MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE "
+            "pip install --no-build-isolation mamba-ssm causal-conv1d",
+            stacklevel=3,
+        )
+        return None
+    return causal_conv1d_fn, layer_norm_fn
+
+
+def use_cuda_kernels(x: torch.Tensor) -> bool:
+    """The one place that decides: CUDA tensors and the optional kernels importable."""
+    return x.is_cuda and os.environ.get("CMAMBA_PYTORCH_BLOCKS") != "1" and _cuda_kernels() is not None
 
 
 class ModalityProjection(nn.Module):
@@ -58,8 +83,17 @@ class MambaBlockParams(nn.Module):
     def scan_inputs(self, x: torch.Tensor):
         """Steps 1-5 of Algorithm 1. x: (B, L, d) → u, delta, z (B, E, L) and B, C (B, N, L)."""
         L = x.shape[1]
-        u, z = self.in_proj(self.norm(x)).transpose(1, 2).chunk(2, dim=1)  # (B, E, L) each
-        u = F.silu(self.conv(u)[..., :L])  # causal depthwise conv: keep the first L outputs
+        fast = use_cuda_kernels(x)
+        if fast:
+            conv_fn, norm_fn = _cuda_kernels()
+            h = norm_fn(x, self.norm.weight, self.norm.bias, eps=self.norm.eps)
+        else:
+            h = self.norm(x)
+        u, z = self.in_proj(h).transpose(1, 2).chunk(2, dim=1)  # (B, E, L) each
+        if fast:
+            u = conv_fn(u.contiguous(), self.conv.weight.squeeze(1), self.conv.bias, activation="silu")
+        else:
+            u = F.silu(self.conv(u)[..., :L])  # causal depthwise conv: keep the first L outputs
         dt_low, B, C = self.x_proj(u.transpose(1, 2)).split([self.R, self.N, self.N], dim=-1)
         delta = (dt_low @ self.dt_proj.weight.t()).transpose(1, 2)  # bias is added inside the scan
         return u, delta, z, B.transpose(1, 2), C.transpose(1, 2)

@@ -202,8 +202,8 @@ def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Data
                 loss = _loss(model, net(batch), batch["labels"])
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"the training loss became {float(loss.detach())} in epoch {epoch}; stopping. The best checkpoint so "
-                    f"far (epoch {best_epoch}) is in {run_dir / 'best'}"
+                    f"the training loss became {float(loss.detach())} in epoch {epoch}; stopping. The best "
+                    f"checkpoint so far (epoch {best_epoch}) is in {run_dir / 'best'}"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -147,3 +147,15 @@ def test_bad_batches():
     x["text"][0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="modality 'text' contains NaN or inf"):
         model(x)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the optional CUDA kernels need a CUDA device")
+def test_cuda_kernels_match_the_pytorch_blocks(monkeypatch):
+    from cmamba.fusion.layers import use_cuda_kernels
+
+    model = build_model(small_config()).cuda().eval()
+    x = {k: v.cuda() for k, v in batch().items()}
+    assert use_cuda_kernels(x["text"]), "install mamba-ssm and causal-conv1d to run this comparison"
+    fast = model(x)
+    monkeypatch.setenv("CMAMBA_PYTORCH_BLOCKS", "1")
+    torch.testing.assert_close(fast, model(x), rtol=1e-3, atol=1e-3)
