@@ -71,10 +71,10 @@ class FusionModel(nn.Module):
             xs.append(x)
         B, device = xs[0].shape[0], xs[0].device
         lengths = [
-            lengths_in.get(n, torch.full((B,), x.shape[1], device=device)) for n, x in zip(self.names, xs, strict=False)
+            lengths_in.get(n, torch.full((B,), x.shape[1], device=device)) for n, x in zip(self.names, xs, strict=True)
         ]
         present = torch.stack(
-            [present_in.get(n, ln > 0).to(device, torch.bool) for n, ln in zip(self.names, lengths, strict=False)], 1
+            [present_in.get(n, ln > 0).to(device, torch.bool) for n, ln in zip(self.names, lengths, strict=True)], 1
         )
         same_length = len({x.shape[1] for x in xs}) == 1
         if same_length:  # already time-aligned: pass through unchanged
@@ -82,9 +82,10 @@ class FusionModel(nn.Module):
             valid = torch.stack([torch.arange(L, device=device)[None] < ln.to(device)[:, None] for ln in lengths], 1)
         else:
             L = self.config.seq_len
-            xs = [resample(x, ln.to(device), L) for x, ln in zip(xs, lengths, strict=False)]
+            xs = [resample(x, ln.to(device), L) for x, ln in zip(xs, lengths, strict=True)]
             valid = torch.stack([(ln.to(device) > 0)[:, None].expand(B, L) for ln in lengths], 1)
-        h = torch.stack([self.project[n](x) for n, x in zip(self.names, xs, strict=False)], 1)  # (B, M, L, d)
+        h = torch.stack([self.project[n](x) for n, x in zip(self.names, xs, strict=True)], 1)  # (B, M, L, d)
+        h = h * valid[..., None]  # padding feeds nothing into the coupled state
         stand_in = torch.stack([self.missing[n] for n in self.names])[None, :, None, :]
         absent = ~present[:, :, None, None]
         h = torch.where(absent, stand_in.expand_as(h), h)
@@ -105,7 +106,7 @@ class FusionModel(nn.Module):
             h = layer(h)
             if self.enhance is not None and i < len(self.enhance):  # "Cat": add Linear(concat of the others)
                 others = [torch.cat([h[:, k] for k in range(h.shape[1]) if k != m], -1) for m in range(h.shape[1])]
-                h = h + torch.stack([lin(o) for lin, o in zip(self.enhance[i], others, strict=False)], 1)
+                h = h + torch.stack([lin(o) for lin, o in zip(self.enhance[i], others, strict=True)], 1)
         return h
 
     def forward(self, batch: dict) -> torch.Tensor:
