@@ -45,6 +45,8 @@ class FusionConfig:
     dt_rank: int | None = None  # None: ceil(d_model / 8) = 16, the released code's "Δ" (paper: "d_state/8")
     n_layers: int = 3
     enhance: bool = True  # cross-layer "Cat": each modality adds Linear(concat of the others) between layers
+    post_norm: bool = False  # LayerNorm (shared by all blocks) on each block's output, as the released code
+    # does; Algorithm 1 has none. fusion="released" always uses it.
     seq_len: int = 50  # common length unaligned modalities are averaged onto (the paper's resampling)
     pooling: str = "max"
     head_hidden: int = 64

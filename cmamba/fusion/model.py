@@ -35,7 +35,8 @@ class FusionModel(nn.Module):
         self.cross = CrossModalFusion(M, cfg) if cfg.fusion == "cross_attention" else None
         if self.cross is None:
             coupling = _CHAIN_COUPLING.get(cfg.fusion, cfg.coupling)
-            post_norm = nn.LayerNorm(d) if cfg.fusion == "released" else None  # one LN shared by all blocks
+            shared_norm = cfg.post_norm or cfg.fusion == "released"
+            post_norm = nn.LayerNorm(d) if shared_norm else None  # one LN shared by all blocks and layers
             self.layers = nn.ModuleList(
                 CoupledMambaLayer(self.streams, cfg, coupling, post_norm) for _ in range(cfg.n_layers)
             )
