@@ -31,17 +31,11 @@ def _configs():
     return [triton.Config({"BLOCK_E": be}, num_warps=nw) for be in (8, 16, 32) for nw in (2, 4, 8)]
 
 
-@triton.autotune(configs=_configs(), key=["E", "N", "G", "BLOCK_N"])
 @triton.jit
-def _scan_fwd_kernel(
-    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, w_ptr, y_ptr, h_last_ptr, ckpt_ptr,
-    M, E, N, L, n_chunks,
-    G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr,
-    CHUNK: tl.constexpr, SAVE_CKPT: tl.constexpr,
-):  # fmt: skip
+def _program_tiles(M, E, N, L, G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr):
+    """Index tiles of this program (b, group, channel block): offsets into the tensors and their masks."""
     b = tl.program_id(0).to(tl.int64)
     grp = tl.program_id(1)
-    K = tl.num_programs(1)
     e = tl.program_id(2) * BLOCK_E + tl.arange(0, BLOCK_E)
     n = tl.arange(0, BLOCK_N)
     i = tl.arange(0, G_PAD)
@@ -52,20 +46,34 @@ def _scan_fwd_kernel(
     me_ok = m_ok[:, None] & e_ok[None, :]  # (G_PAD, BLOCK_E)
     men_ok = me_ok[:, :, None] & n_ok[None, None, :]  # (G_PAD, BLOCK_E, BLOCK_N)
     mn_ok = m_ok[:, None] & n_ok[None, :]
-
-    A = tl.load(A_ptr + (m[:, None, None] * E + e[None, :, None]) * N + n[None, None, :], mask=men_ok, other=0.0)
-    w = tl.load(w_ptr + m, mask=m_ok, other=0.0)
-    row = ((b * M + m[:, None]) * E + e[None, :]) * L  # offset of (b, m, e, 0) in u / dt / y
-    bc = (b * M + m[:, None]) * N * L + n[None, :] * L  # offset of (b, m, n, 0) in B / C
-    state = (b * K + grp) * E * N + e[:, None] * N + n[None, :]
     en_ok = e_ok[:, None] & n_ok[None, :]
+    a_off = (m[:, None, None] * E + e[None, :, None]) * N + n[None, None, :]  # (m, e, n) in A
+    row = ((b * M + m[:, None]) * E + e[None, :]) * L  # (b, m, e, 0) in u / dt / y
+    bc = (b * M + m[:, None]) * N * L + n[None, :] * L  # (b, m, n, 0) in B / C
+    en = e[:, None] * N + n[None, :]  # (e, n) in a state
+    return b, grp, m, m_ok, me_ok, men_ok, mn_ok, en_ok, a_off, row, bc, en
+
+
+@triton.autotune(configs=_configs(), key=["E", "N", "G", "BLOCK_N"])
+@triton.jit
+def _scan_fwd_kernel(
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, w_ptr, y_ptr, h_last_ptr, ckpt_ptr,
+    M, E, N, L, n_chunks,
+    G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr,
+    CHUNK: tl.constexpr, SAVE_CKPT: tl.constexpr,
+):  # fmt: skip
+    b, grp, m, m_ok, me_ok, men_ok, mn_ok, en_ok, a_off, row, bc, en = _program_tiles(
+        M, E, N, L, G, G_PAD, BLOCK_N, BLOCK_E
+    )
+    K = tl.num_programs(1)
+    A = tl.load(A_ptr + a_off, mask=men_ok, other=0.0)
+    w = tl.load(w_ptr + m, mask=m_ok, other=0.0)
 
     H = tl.zeros((BLOCK_E, BLOCK_N), dtype=tl.float32)
     for t in range(L):
         if SAVE_CKPT:
             if t % CHUNK == 0:
-                tl.store(ckpt_ptr + ((b * K + grp) * n_chunks + t // CHUNK) * E * N + e[:, None] * N + n[None, :],
-                         H, mask=en_ok)  # fmt: skip
+                tl.store(ckpt_ptr + ((b * K + grp) * n_chunks + t // CHUNK) * E * N + en, H, mask=en_ok)
         dt = tl.load(dt_ptr + row + t, mask=me_ok, other=0.0)
         u = tl.load(u_ptr + row + t, mask=me_ok, other=0.0)
         Bt = tl.load(B_ptr + bc + t, mask=mn_ok, other=0.0)
@@ -74,7 +82,7 @@ def _scan_fwd_kernel(
         h = S * H[None, :, :] + (dt * u)[:, :, None] * Bt[:, None, :]
         tl.store(y_ptr + row + t, tl.sum(h * Ct[:, None, :], axis=2), mask=me_ok)
         H = tl.sum(w[:, None, None] * h, axis=0)  # H_t = Σ_m w_m h^m_t = P_t H_{t-1} + U_t
-    tl.store(h_last_ptr + state, H, mask=en_ok)
+    tl.store(h_last_ptr + (b * K + grp) * E * N + en, H, mask=en_ok)
 
 
 @triton.autotune(configs=_configs(), key=["E", "N", "G", "BLOCK_N"], reset_to_zero=["gB_ptr", "gC_ptr"])
@@ -85,31 +93,16 @@ def _scan_bwd_kernel(
     M, E, N, L, n_chunks,
     G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr, CHUNK: tl.constexpr,
 ):  # fmt: skip
-    b = tl.program_id(0).to(tl.int64)
-    grp = tl.program_id(1)
+    b, grp, m, m_ok, me_ok, men_ok, mn_ok, en_ok, a_off, row, bc, en = _program_tiles(
+        M, E, N, L, G, G_PAD, BLOCK_N, BLOCK_E
+    )
     K = tl.num_programs(1)
     pid_e = tl.program_id(2)
     n_eblocks = tl.num_programs(2)
-    e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
-    n = tl.arange(0, BLOCK_N)
-    i = tl.arange(0, G_PAD)
-    m = grp * G + i
-    m_ok = i < G
-    e_ok = e < E
-    n_ok = n < N
-    me_ok = m_ok[:, None] & e_ok[None, :]
-    men_ok = me_ok[:, :, None] & n_ok[None, None, :]
-    mn_ok = m_ok[:, None] & n_ok[None, :]
-    en_ok = e_ok[:, None] & n_ok[None, :]
-
-    a_off = (m[:, None, None] * E + e[None, :, None]) * N + n[None, None, :]
     A = tl.load(A_ptr + a_off, mask=men_ok, other=0.0)
     w = tl.load(w_ptr + m, mask=m_ok, other=0.0)
-    row = ((b * M + m[:, None]) * E + e[None, :]) * L
-    bc = (b * M + m[:, None]) * N * L + n[None, :] * L
-    en = e[:, None] * N + n[None, :]
     slot = ((b * K + grp) * n_eblocks + pid_e) * CHUNK * BLOCK_E * BLOCK_N  # this program's scratch
-    tile = tl.arange(0, BLOCK_E)[:, None] * BLOCK_N + n[None, :]
+    tile = tl.arange(0, BLOCK_E)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
 
     G_t = tl.load(gh_ptr + (b * K + grp) * E * N + en, mask=en_ok, other=0.0)  # dLoss/dH_{L-1}
     gA = tl.zeros((G_PAD, BLOCK_E, BLOCK_N), dtype=tl.float32)
