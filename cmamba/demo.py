@@ -74,5 +74,5 @@ def run_scan_demo(echo: Callable[[str], None] = print) -> dict[str, float]:
     t_ref = _median_seconds(lambda: coupled_scan_ref(u, delta, A, B, C, delta_bias=bias, delta_softplus=True), 1)
     results.update(fast_s=t_fast, ref_s=t_ref)
     echo(f"  M=3 E=256 N=64 L=500 batch 1: fast {t_fast * 1e3:.1f} ms, reference loop {t_ref * 1e3:.1f} ms "
-         f"({t_ref / t_fast:.1f}x); full benchmark: python bench/scan.py")  # fmt: skip
+         f"({t_ref / t_fast:.1f}x); full benchmark: ./run bench scan")  # fmt: skip
     return results
