@@ -1,0 +1,119 @@
+"""Decoding real media with PyAV: frames on a grid, mono audio, absent streams, still images, broken files."""
+
+from __future__ import annotations
+
+import hashlib
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from cmamba.extractors.decode import MediaError, probe, read_audio, read_frames
+
+MEDIA = Path(__file__).parents[1] / "fixtures" / "media"
+VIDEO, SPEECH = MEDIA / "carphone_pristine.mp4", MEDIA / "arctic_a0007.wav"
+HASHES = {
+    VIDEO: "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
+    SPEECH: "1b850392f8c87ee2efe5a686523f1bab61d2a38d59bc43d1127e17e406f9e57d",
+}
+
+
+def test_fixtures_are_the_published_files():
+    for path, digest in HASHES.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, path.name
+
+
+@pytest.fixture(scope="module")
+def talking_clip(tmp_path_factory) -> Path:
+    """carphone (face) muxed with arctic_a0007 (voice): h264 + AAC in mp4, both 4.0 s."""
+    out = tmp_path_factory.mktemp("media") / "talking.mp4"
+    with av.open(str(VIDEO)) as src_v, av.open(str(SPEECH)) as src_a, av.open(str(out), "w") as dst:
+        v_out = dst.add_stream("libx264", rate=Fraction(30000, 1001))
+        v_out.width, v_out.height, v_out.pix_fmt = 176, 144, "yuv420p"
+        a_out = dst.add_stream("aac", rate=16000)
+        for i, frame in enumerate(src_v.decode(video=0)):
+            frame.pts, frame.time_base = i, Fraction(1001, 30000)
+            dst.mux(v_out.encode(frame))
+        dst.mux(v_out.encode(None))
+        offset = 0
+        for frame in src_a.decode(audio=0):
+            frame.pts, frame.time_base = offset, Fraction(1, 16000)
+            offset += frame.samples
+            dst.mux(a_out.encode(frame))
+        dst.mux(a_out.encode(None))
+    return out
+
+
+def test_probe(talking_clip):
+    info = probe(talking_clip)
+    assert info.has_video and info.has_audio and not info.still_image
+    assert info.width == 176 and info.height == 144 and info.sample_rate == 16000
+    assert abs(info.duration - 4.0) < 0.1
+    silent = probe(VIDEO)
+    assert silent.has_video and not silent.has_audio and abs(silent.fps - 29.97) < 0.01
+
+
+def test_frames_on_a_regular_grid(talking_clip):
+    frames, times = read_frames(talking_clip, fps=10)
+    assert frames.dtype == np.uint8 and frames.shape[1:] == (144, 176, 3)
+    assert abs(len(times) - 40) <= 1  # 4.0 s at 10 Hz, nothing dropped
+    np.testing.assert_allclose(np.diff(times), 0.1, atol=1e-9)
+    assert frames.std() > 10  # real picture content, not a blank
+
+
+def test_large_frames_are_downscaled():
+    frames, _ = read_frames(VIDEO, fps=5, max_side=88)
+    assert frames.shape[1:] == (72, 88, 3)
+
+
+def test_audio_is_mono_at_the_requested_rate(talking_clip):
+    original = read_audio(SPEECH, 16000)
+    assert original.dtype == np.float32 and original.ndim == 1 and abs(len(original) - 64_000) < 200
+    decoded = read_audio(talking_clip, 16000)
+    n = min(len(original), len(decoded))
+    lag = int(np.argmax(np.correlate(decoded[:4000], original[:4000], mode="full"))) - 3999
+    aligned = np.roll(decoded[:n], -lag)
+    corr = np.corrcoef(aligned[2000 : n - 2000], original[2000 : n - 2000])[0, 1]
+    assert corr > 0.9, corr  # the same speech after an AAC round trip
+    assert abs(len(read_audio(SPEECH, 22050)) - 88_200) < 300
+
+
+def test_absent_streams_are_none_not_fake():
+    assert read_audio(VIDEO) is None
+    assert read_frames(SPEECH, fps=10) is None
+
+
+def test_still_image(tmp_path):
+    image = tmp_path / "face.png"
+    with av.open(str(VIDEO)) as src:
+        frame = next(src.decode(video=0))
+    with av.open(str(image), "w", format="image2") as dst:  # a PNG of the first frame, written by FFmpeg
+        stream = dst.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, "rgb24"
+        dst.mux(stream.encode(frame.reformat(format="rgb24")))
+    info = probe(image)
+    assert info.still_image and info.duration == 0.0 and not info.has_audio
+    frames, times = read_frames(image, fps=10)
+    assert frames.shape == (1, 144, 176, 3) and times.tolist() == [0.0]
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all" * 100])
+def test_unreadable_files_raise_media_error(tmp_path, content):
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(content)
+    with pytest.raises(MediaError, match=r"broken\.mp4: open: FFmpeg cannot read it") as err:
+        probe(path)
+    assert err.value.stage == "open"
+
+
+def test_truncated_video_is_an_error_or_a_shorter_clip(tmp_path):
+    path = tmp_path / "truncated.mp4"
+    path.write_bytes(VIDEO.read_bytes()[:60_000])
+    try:
+        decoded = read_frames(path, fps=10)
+    except MediaError as exc:
+        assert exc.stage in ("open", "video")
+    else:
+        assert decoded is not None and 0 < len(decoded[1]) < 40
