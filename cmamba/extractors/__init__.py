@@ -1,10 +1,12 @@
 """Feature extractors for face, voice and words.
 
 ``base`` holds the contract every extractor follows (``Extractor``, ``FeatureSequence``), the registry
-(``register_extractor`` / ``get_extractor``), per-process model sharing and write-time validation. The
-concrete extractors (video, audio, text, transcripts) arrive with issue #4.
+(``register_extractor`` / ``get_extractor``), per-process model sharing and write-time validation;
+``decode`` reads media with PyAV; ``audio`` registers "librosa-audio". Video (MediaPipe), text and
+transcripts are still to come (issue #4).
 """
 
+import cmamba.extractors.audio  # noqa: F401  (registers "librosa-audio")
 from cmamba.extractors.base import (
     EXTRACTORS,
     Extractor,

@@ -1,0 +1,119 @@
+"""Audio features with librosa at a fixed hop, one row per frame, timestamped at frame centres.
+
+Presets:
+- ``prosody`` (default, 16 kHz, hop 10 ms = 160 samples, 47 features): MFCC 1-20, their deltas, RMS,
+  log-energy (dB of RMS), f0 (YIN, 60-400 Hz), voicing probability (normalised autocorrelation at the YIN
+  period, clipped to [0, 1]; f0 is reported as 0 where voicing < 0.5), zero-crossing rate, spectral centroid
+  and spectral flux (half-wave-rectified frame-to-frame change of the magnitude spectrum).
+- ``sims33`` (22.05 kHz, 33 features): ZCR 1 + MFCC 20 + chroma_cqt 12, the CH-SIMS recipe. chroma_cqt needs a
+  hop divisible by 64 samples, so its hop is 256 samples (11.6 ms) rather than 10 ms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+
+from cmamba.extractors.base import Extractor, FeatureSequence, register_extractor
+
+PRESETS = ("prosody", "sims33")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    preset: str = "prosody"
+    sample_rate: int | None = None  # None: the preset's rate (16000 prosody, 22050 sims33)
+    hop_length: int | None = None  # samples; None: 10 ms (prosody) or 256 (sims33)
+    n_fft: int = 512
+    n_mfcc: int = 20
+    fmin: float = 60.0  # f0 search range (Hz)
+    fmax: float = 400.0
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset={self.preset!r} is not one of {PRESETS}")
+
+    @property
+    def rate(self) -> int:
+        return self.sample_rate or (22050 if self.preset == "sims33" else 16000)
+
+    @property
+    def hop(self) -> int:
+        return self.hop_length or (256 if self.preset == "sims33" else self.rate // 100)
+
+
+@register_extractor
+class LibrosaAudio(Extractor):
+    name = "librosa-audio"
+    version = "1"
+    config_type = AudioConfig
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        mfcc = tuple(f"mfcc_{i}" for i in range(1, self.config.n_mfcc + 1))
+        if self.config.preset == "sims33":
+            return ("zcr", *mfcc, *(f"chroma_{i}" for i in range(12)))
+        deltas = tuple(f"d_{m}" for m in mfcc)
+        return (*mfcc, *deltas, "rms", "log_energy", "f0", "voicing", "zcr", "centroid", "flux")
+
+    def frames_per_second(self) -> float:
+        return self.config.rate / self.config.hop
+
+    def extract(self, samples: np.ndarray, sample_rate: int) -> FeatureSequence:
+        """samples: mono float32 at ``sample_rate`` (must equal the config's rate; decode with that rate)."""
+        cfg = self.config
+        if sample_rate != cfg.rate:
+            raise ValueError(
+                f"{self.name}: got audio at {sample_rate} Hz but the {cfg.preset} preset needs {cfg.rate} Hz; "
+                f"decode with read_audio(path, {cfg.rate})"
+            )
+        y = np.asarray(samples, dtype=np.float32)
+        if y.ndim != 1 or len(y) == 0:
+            raise ValueError(f"{self.name}: expected non-empty mono samples, got shape {y.shape}")
+        hop, n_fft = cfg.hop, cfg.n_fft
+        y_pad = np.pad(y, (0, max(0, n_fft - len(y))))  # very short clips still give whole frames
+        mfcc = librosa.feature.mfcc(y=y_pad, sr=cfg.rate, n_mfcc=cfg.n_mfcc, n_fft=n_fft, hop_length=hop)
+        zcr = librosa.feature.zero_crossing_rate(y_pad, frame_length=n_fft, hop_length=hop)
+        if cfg.preset == "sims33":
+            chroma = librosa.feature.chroma_cqt(y=y_pad, sr=cfg.rate, hop_length=hop)
+            T = min(mfcc.shape[1], zcr.shape[1], chroma.shape[1])
+            columns = [zcr[:, :T], mfcc[:, :T], chroma[:, :T]]
+        else:
+            columns = self._prosody(y_pad, mfcc, zcr)
+            T = min(c.shape[1] for c in columns)
+            columns = [c[:, :T] for c in columns]
+        T = min(T, 1 + len(y) // hop)  # frames whose centre lies inside the clip
+        values = np.concatenate(columns, 0).T[:T].astype(np.float32)
+        timestamps = np.arange(T) * hop / cfg.rate
+        return FeatureSequence(values, timestamps, np.ones(T, bool), self.feature_names)
+
+    def _prosody(self, y: np.ndarray, mfcc: np.ndarray, zcr: np.ndarray) -> list[np.ndarray]:
+        cfg = self.config
+        hop, n_fft = cfg.hop, cfg.n_fft
+        delta = librosa.feature.delta(mfcc, width=9, mode="nearest")  # "nearest" edges work for any length
+        rms = librosa.feature.rms(y=y, frame_length=n_fft, hop_length=hop)
+        log_energy = librosa.amplitude_to_db(rms, ref=1.0, top_db=None)
+        spectrum = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop))
+        centroid = librosa.feature.spectral_centroid(S=spectrum, sr=cfg.rate)
+        flux = np.concatenate([[0.0], np.maximum(np.diff(spectrum, axis=1), 0).sum(0)])[None]
+        frame_length = max(n_fft, int(np.ceil(2 * cfg.rate / cfg.fmin)))  # YIN needs two periods of fmin
+        f0 = librosa.yin(y, fmin=cfg.fmin, fmax=cfg.fmax, sr=cfg.rate, frame_length=frame_length, hop_length=hop)
+        voicing = self._voicing(y, f0, frame_length)
+        f0 = np.where(voicing >= 0.5, f0, 0.0)
+        return [mfcc, delta, rms, log_energy, f0[None], voicing[None], zcr, centroid, flux]
+
+    def _voicing(self, y: np.ndarray, f0: np.ndarray, frame_length: int) -> np.ndarray:
+        """Normalised autocorrelation at the YIN period per frame, clipped to [0, 1]."""
+        padded = np.pad(y, frame_length // 2)
+        frames = librosa.util.frame(padded, frame_length=frame_length, hop_length=self.config.hop)  # (W, T)
+        frames = frames[:, : len(f0)] - frames[:, : len(f0)].mean(0, keepdims=True)
+        lag = np.clip(np.round(self.config.rate / f0).astype(int), 1, frame_length - 1)
+        later = np.arange(frame_length)[:, None] + lag[None]  # sample index one period later, per frame
+        shifted = np.take_along_axis(frames, np.minimum(later, frame_length - 1), 0)
+        shifted = np.where(later < frame_length, shifted, 0.0)
+        num = (frames * shifted).sum(0)
+        den = np.sqrt((frames**2).sum(0) * (shifted**2).sum(0)) + 1e-12
+        voicing = np.clip(num / den, 0.0, 1.0)
+        return np.pad(voicing, (0, len(f0) - len(voicing)))
