@@ -97,7 +97,7 @@ def get_extractor(name: str, config: Any = None) -> Extractor:
 
 
 _MODELS: dict[Any, Any] = {}
-_MODELS_LOCK = threading.Lock()
+_MODELS_LOCK = threading.RLock()  # re-entrant: a factory may resolve another shared value
 
 
 def shared_model(key: Any, factory: Callable[[], Any]) -> Any:

@@ -115,3 +115,9 @@ def test_non_finite_values_are_replaced_and_counted():
 def test_broken_invariants_are_named(overrides, kwargs, message):
     with pytest.raises(ValueError, match=message):
         validate_sequence(sequence(**overrides), "face", 2, **kwargs)
+
+
+def test_shared_model_factories_may_nest():
+    """A factory that resolves another shared value (e.g. a model directory) must not deadlock."""
+    outer = shared_model(("test", "outer"), lambda: ("built", shared_model(("test", "inner"), lambda: 7)))
+    assert outer == ("built", 7)
