@@ -6,7 +6,7 @@
 Video (MediaPipe), transcripts and alignment are still to come (issue #4).
 """
 
-import cmamba.extractors.audio  # noqa: F401  (registers "librosa-audio")
+import cmamba.extractors.audio
 import cmamba.extractors.text  # noqa: F401  (registers "text-transformer"; transformers loads lazily)
 from cmamba.extractors.base import (
     EXTRACTORS,
