@@ -87,8 +87,9 @@ class TransformerText(Extractor):
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        hidden = json.loads((self.directory / "config.json").read_text())["hidden_size"]
-        return tuple(f"emb_{i}" for i in range(hidden))
+        directory = self.directory  # read the model's config once per process, not per access
+        hidden = shared_model(("text-hidden", directory), lambda: json.loads((directory / "config.json").read_text()))
+        return tuple(f"emb_{i}" for i in range(hidden["hidden_size"]))
 
     def extract(self, words: list[str], word_times: np.ndarray) -> FeatureSequence:
         """words: W strings; word_times: (W, 2) start/end seconds. Returns (W, hidden) word vectors at the word
