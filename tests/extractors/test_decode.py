@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -23,27 +22,6 @@ HASHES = {
 def test_fixtures_are_the_published_files():
     for path, digest in HASHES.items():
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, path.name
-
-
-@pytest.fixture(scope="module")
-def talking_clip(tmp_path_factory) -> Path:
-    """carphone (face) muxed with arctic_a0007 (voice): h264 + AAC in mp4, both 4.0 s."""
-    out = tmp_path_factory.mktemp("media") / "talking.mp4"
-    with av.open(str(VIDEO)) as src_v, av.open(str(SPEECH)) as src_a, av.open(str(out), "w") as dst:
-        v_out = dst.add_stream("libx264", rate=Fraction(30000, 1001))
-        v_out.width, v_out.height, v_out.pix_fmt = 176, 144, "yuv420p"
-        a_out = dst.add_stream("aac", rate=16000)
-        for i, frame in enumerate(src_v.decode(video=0)):
-            frame.pts, frame.time_base = i, Fraction(1001, 30000)
-            dst.mux(v_out.encode(frame))
-        dst.mux(v_out.encode(None))
-        offset = 0
-        for frame in src_a.decode(audio=0):
-            frame.pts, frame.time_base = offset, Fraction(1, 16000)
-            offset += frame.samples
-            dst.mux(a_out.encode(frame))
-        dst.mux(a_out.encode(None))
-    return out
 
 
 def test_probe(talking_clip):
