@@ -2,12 +2,13 @@
 
 ``base`` holds the contract every extractor follows (``Extractor``, ``FeatureSequence``), the registry
 (``register_extractor`` / ``get_extractor``), per-process model sharing and write-time validation;
-``decode`` reads media with PyAV; ``audio`` registers "librosa-audio", ``text`` "text-transformer".
-Video (MediaPipe), transcripts and alignment are still to come (issue #4).
+``decode`` reads media with PyAV; ``audio`` registers "librosa-audio", ``text`` "text-transformer", ``video``
+"mediapipe-face" (blendshapes, head pose, optional landmarks). Transcripts and alignment are still to come (#4).
 """
 
 import cmamba.extractors.audio
-import cmamba.extractors.text  # noqa: F401  (registers "text-transformer"; transformers loads lazily)
+import cmamba.extractors.text  # registers "text-transformer"; transformers loads lazily
+import cmamba.extractors.video  # noqa: F401  (registers "mediapipe-face"; mediapipe loads lazily)
 from cmamba.extractors.base import (
     EXTRACTORS,
     Extractor,
