@@ -3,7 +3,9 @@
 ``base`` holds the contract every extractor follows (``Extractor``, ``FeatureSequence``), the registry
 (``register_extractor`` / ``get_extractor``), per-process model sharing and write-time validation;
 ``decode`` reads media with PyAV; ``audio`` registers "librosa-audio", ``text`` "text-transformer", ``video``
-"mediapipe-face" (blendshapes, head pose, optional landmarks). Transcripts and alignment are still to come (#4).
+"mediapipe-face" (blendshapes, head pose, optional landmarks); ``transcript`` reads and times transcripts,
+``asr`` is the optional offline speech recogniser; ``align`` puts modalities on a native / word / clock axis.
+``cmamba.pipeline.clip`` runs them all on one clip.
 """
 
 import cmamba.extractors.audio
