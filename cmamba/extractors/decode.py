@@ -92,16 +92,20 @@ def read_frames(path: str | Path, fps: float, max_side: int | None = 1280) -> tu
             for index, frame in enumerate(container.decode(stream)):
                 t = float(frame.time) if frame.time is not None else index / native  # no timestamps: frame count
                 while last is not None and next_time <= t - 1e-9:  # grid points covered by the previous frame
+                    if not isinstance(last[1], np.ndarray):  # convert only frames that are used
+                        last = (last[0], _scaled(last[1], max_side))
                     frames.append(last[1])
                     times.append(next_time)
                     next_time += 1.0 / fps
-                last = (t, _scaled(frame, max_side))
+                last = (t, frame)
         except av.error.FFmpegError as exc:
             if last is None:
                 raise MediaError(path, "video", f"no frame could be decoded ({exc})") from exc
         if last is None:
             raise MediaError(path, "video", "the video stream has no frames")
         end = last[0] + 1.0 / native
+        if not isinstance(last[1], np.ndarray):
+            last = (last[0], _scaled(last[1], max_side))
         while next_time < end - 1e-9 or not frames:  # the final frame lasts until the stream ends
             frames.append(last[1])
             times.append(next_time)

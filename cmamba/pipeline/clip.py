@@ -180,9 +180,15 @@ def _validated(result: ModalityResult, config: ExtractionConfig, duration: float
 
 
 def join_clip(
-    clip_id: str, path: str | Path, duration: float, results: list[ModalityResult], config: ExtractionConfig
+    clip_id: str,
+    path: str | Path,
+    duration: float,
+    results: list[ModalityResult],
+    config: ExtractionConfig,
+    align_output: bool = True,
 ) -> ClipFeatures:
-    """Validate each modality's sequence and align them (the per-clip join task)."""
+    """Validate each modality's sequence and align them (the per-clip join task). With ``align_output=False``
+    the sequences stay native (what a cache stores) and only the feasibility of ``config.align`` is checked."""
     clip = ClipFeatures(str(clip_id), str(path), float(duration), {}, {}, [])
     for result in results:
         if result.error is not None:
@@ -202,7 +208,8 @@ def join_clip(
         return clip
     word_times = clip.transcript.times if clip.transcript is not None else None
     try:
-        clip.sequences = align(clip.sequences, config.align, duration, word_times, config.clock_rate)
+        aligned = align(clip.sequences, config.align, duration, word_times, config.clock_rate)
+        clip.sequences = aligned if align_output else clip.sequences
     except ValueError as exc:
         clip.errors.append(ClipError("align", str(exc)))
     return clip
