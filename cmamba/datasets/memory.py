@@ -71,10 +71,10 @@ def collate(samples: list[dict]) -> dict:
         seqs = [s["features"][name] for s in samples]
         lengths = torch.tensor([len(x) for x in seqs])
         dim = next(x.shape[1] for x in seqs)
-        padded = torch.zeros(len(seqs), max(1, int(lengths.max())), dim)
+        padded = np.zeros((len(seqs), max(1, int(lengths.max())), dim), np.float32)
         for i, x in enumerate(seqs):
-            padded[i, : len(x)] = torch.from_numpy(x)
-        batch[name] = padded
+            padded[i, : len(x)] = x
+        batch[name] = torch.from_numpy(padded)
         batch["lengths"][name] = lengths
         batch["present"][name] = torch.tensor([s["present"][name] for s in samples])
     batch["labels"] = torch.tensor([s["label"] for s in samples])

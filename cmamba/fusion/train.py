@@ -183,8 +183,10 @@ def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Data
                   "versions": versions(), "world_size": dist.get_world_size() if distributed else 1}  # fmt: skip
         (run_dir / "config.json").write_text(json.dumps(config, indent=2))
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
-    sampler = DistributedSampler(train_set, seed=train_config.seed) if distributed else None
     generator = torch.Generator().manual_seed(train_config.seed)
+    sampler = DistributedSampler(train_set, seed=train_config.seed) if distributed else None
+    if sampler is None and hasattr(train_set, "sampler"):  # a streaming dataset's locality-preserving shuffle
+        sampler = train_set.sampler(generator)
     loader = DataLoader(train_set, batch_size=train_config.batch_size, shuffle=sampler is None, sampler=sampler,
                         collate_fn=collate, generator=generator)  # fmt: skip
     optimizer = torch.optim.Adam(_param_groups(model, train_config.weight_decay), lr=train_config.lr)
@@ -192,7 +194,7 @@ def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Data
     best_loss, best_epoch, rows = math.inf, 0, []
     epochs = tqdm(range(1, train_config.epochs + 1), desc="epochs", disable=not train_config.progress or rank != 0)
     for epoch in epochs:
-        if sampler is not None:
+        if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
         net.train()
         start, total, count = time.perf_counter(), 0.0, 0

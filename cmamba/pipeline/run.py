@@ -1,0 +1,319 @@
+"""The extraction graph on Dask: clip × modality tasks → a per-clip join → shard writers → manifest.
+
+    run_extraction(clips, "cache/", config)                    # LocalCluster: processes, 1 thread each
+    run_extraction(clips, "cache/", config, scheduler="tcp://host:8786")   # an existing Dask cluster
+
+Modality tasks write their result to the part cache (``parts.py``) and return only a small status, so no
+feature array travels through the scheduler until the join; each shard writer joins its clips (validation,
+native sequences) and writes one Parquet shard. Shard membership is fixed by the sorted clip list, so a re-run
+after any interruption writes the same shards, with every clip exactly once. Workers pin torch/BLAS to one
+thread and load each model once (``shared_model``). The driver holds the cache lock for the whole run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+from distributed import WorkerPlugin
+from tqdm import tqdm
+
+from cmamba.extractors import get_extractor
+from cmamba.extractors.asr import asr_status, describe_asr
+from cmamba.extractors.decode import probe
+from cmamba.extractors.transcript import find_transcript
+from cmamba.pipeline.cache import cache_lock, shard_file, write_json_atomic, write_manifest, write_shard
+from cmamba.pipeline.clip import EXTRACTOR_OF, MODALITIES, ClipError, ExtractionConfig, extract_modality, join_clip
+from cmamba.pipeline.layout import LABEL_COLUMNS, ClipSpec
+from cmamba.pipeline.parts import content_digest, load_part, part_key, part_path, save_part
+from cmamba.pipeline.shards import modality_columns
+
+log = logging.getLogger("cmamba.pipeline")
+
+
+@dataclass
+class RunSummary:
+    cache: Path
+    clips: int
+    extracted: int  # modality results computed in this run
+    cached: int  # modality results reused from the part cache
+    failed: dict[str, int] = field(default_factory=dict)  # failed clips by stage
+    seconds: float = 0.0
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        failed = sum(self.failed.values())
+        by_stage = ", ".join(f"{stage} {n}" for stage, n in sorted(self.failed.items())) or "none"
+        return (
+            f"{self.clips - failed}/{self.clips} clips in {self.cache} ({self.seconds:.1f} s): modality results "
+            f"extracted {self.extracted}, reused from cache {self.cached}; failed clips {failed} (by stage: {by_stage})"
+        )
+
+
+def _modality_config(config: ExtractionConfig, modality: str) -> dict[str, Any]:
+    settings = {"extractor": dataclasses.asdict(getattr(config, modality))}
+    if modality == "text":
+        settings.update(asr=dataclasses.asdict(config.asr), use_asr=config.use_asr)
+    return settings
+
+
+def _part_keys(spec: ClipSpec, digest: str, config: ExtractionConfig) -> dict[str, str]:
+    keys = {}
+    for m in config.modalities:
+        extractor = get_extractor(EXTRACTOR_OF[m], getattr(config, m))
+        extra: dict[str, Any] = {}
+        if m == "text":
+            sidecar = find_transcript(spec.path) if spec.text is None else None
+            extra = {"text": spec.text, "sidecar": content_digest(sidecar) if sidecar else None}
+        keys[m] = part_key(digest=digest, modality=m, name=extractor.name, version=extractor.version,
+                           settings=_modality_config(config, m), **extra)  # fmt: skip
+    return keys
+
+
+def modality_task(clip_id: str, path: str, modality: str, config: ExtractionConfig, text: str | None, part: str):
+    """Extract one modality of one clip into ``part``; returns a small status (no arrays cross the scheduler)."""
+    result = extract_modality(path, modality, config, text)
+    if result.error is None:
+        save_part(Path(part), result)
+    error = None if result.error is None else [result.error.stage, result.error.reason]
+    return {"clip_id": clip_id, "modality": modality, "error": error}
+
+
+def _clip_row(job: dict, config: ExtractionConfig) -> tuple[dict | None, list[ClipError]]:
+    """(row, errors) of one clip: its cached parts joined and validated, at native rates."""
+    spec: ClipSpec = job["spec"]
+    duration = probe(spec.path).duration
+    results = [load_part(Path(p)) for p in job["parts"].values()]
+    clip = join_clip(spec.clip_id, spec.path, duration, results, config, align_output=False)
+    if not clip.ok:
+        return None, clip.errors
+    transcript = clip.transcript
+    times = transcript.times if transcript is not None else None
+    text_bert = clip.sequences["text"].info.get("text_bert") if "text" in clip.sequences else None
+    row: dict[str, Any] = {
+        "clip_id": spec.clip_id,
+        "video_id": spec.video_id,
+        "split": spec.split,
+        **{c: spec.labels.get(c) for c in LABEL_COLUMNS},
+        "annotation": spec.annotation,
+        "duration": duration,
+        "source": str(spec.path),
+        "digest": job["digest"],
+        "text_raw": spec.text if spec.text is not None else (transcript.text if transcript else None),
+        "words": list(transcript.words) if transcript is not None else [],
+        "word_start": [] if times is None else times[:, 0],
+        "word_end": [] if times is None else times[:, 1],
+        "word_timing": transcript.timing if transcript is not None else None,
+    }
+    for column, index in (("token_ids", 0), ("token_mask", 1), ("token_type_ids", 2)):
+        row[column] = [] if text_bert is None else text_bert[index]
+    for m in MODALITIES:
+        absent = clip.absent.get(m, None if m in config.modalities else "not extracted")
+        row.update(modality_columns(m, clip.sequences.get(m), absent))
+    return row, []
+
+
+def shard_task(jobs: list[dict], dims: dict[str, int], path: str, config: ExtractionConfig, statuses: list) -> list:
+    """Join the clips of one shard and write it; returns the error records of its failed clips."""
+    failed: dict[str, list] = {}
+    for status in statuses:
+        if status["error"] is not None:
+            failed.setdefault(status["clip_id"], []).append(status["error"])
+    rows, errors = [], []
+    for job in jobs:
+        clip_id = job["spec"].clip_id
+        problems = job["errors"] + failed.get(clip_id, [])
+        if not problems:
+            try:
+                row, clip_errors = _clip_row(job, config)
+            except Exception as exc:  # e.g. a damaged part file: reported; the next run re-extracts it
+                row, clip_errors = None, [ClipError("join", f"{type(exc).__name__}: {exc}")]
+            problems = [[e.stage, e.reason] for e in clip_errors]
+            if row is not None:
+                rows.append(row)
+        unique = dict.fromkeys((stage, reason) for stage, reason in problems)  # one record per distinct problem
+        errors += [{"clip_id": clip_id, "stage": stage, "reason": reason} for stage, reason in unique]
+    write_shard(rows, dims, Path(path))
+    return errors
+
+
+def _digests(cache: Path, clips: list[ClipSpec]) -> dict[str, str | None]:
+    """Content digests of the clips' media; an index keyed by path, size and mtime avoids re-hashing on re-runs."""
+    index_path = cache / "digests.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    digests = {}
+    for spec in clips:
+        if spec.path is None or not Path(spec.path).is_file():
+            digests[spec.clip_id] = None
+            continue
+        stat, name = Path(spec.path).stat(), str(Path(spec.path).resolve())
+        known = index.get(name)
+        if not known or known[:2] != [stat.st_size, stat.st_mtime_ns]:
+            index[name] = known = [stat.st_size, stat.st_mtime_ns, content_digest(Path(spec.path))]
+        digests[spec.clip_id] = known[2]
+    write_json_atomic(index_path, index)
+    return digests
+
+
+class _PinThreads(WorkerPlugin):
+    """Dask worker plugin: one torch thread per worker process (one worker per core)."""
+
+    def setup(self, worker: Any) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+
+
+@contextmanager
+def _dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        with Client(scheduler) as client:
+            client.register_plugin(_PinThreads(), name="cmamba-pin-threads")
+            yield client
+        return
+    one_thread = {v: "1" for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": one_thread}):
+        processes = workers != 0  # 0: one in-process worker thread (debugging, small jobs)
+        cluster = LocalCluster(n_workers=1 if workers == 0 else workers or os.cpu_count() or 1, threads_per_worker=1,
+                               processes=processes, dashboard_address=":0", silence_logs=logging.ERROR)  # fmt: skip
+        with cluster, Client(cluster) as client:
+            client.register_plugin(_PinThreads(), name="cmamba-pin-threads")
+            yield client
+
+
+def _preflight(config: ExtractionConfig) -> tuple[dict[str, int], dict[str, list[str]], dict[str, Any]]:
+    """Dims, feature names and extractor descriptions; fails fast (before any work) when a model is missing."""
+    dims, names, described = {}, {}, {}
+    for m in config.modalities:
+        extractor = get_extractor(EXTRACTOR_OF[m], getattr(config, m))
+        if m == "video":
+            from cmamba.models import resolve_face_model, sha256_file
+
+            model = resolve_face_model(config.video.model_path)
+            described["face_model"] = {"path": str(model), "sha256": sha256_file(model)}
+        dims[m], names[m] = extractor.feature_dim, list(extractor.feature_names)
+        described[m] = extractor.describe()
+    if "text" in config.modalities and config.use_asr:
+        described["asr"] = describe_asr(config.asr) if asr_status(config.asr)[0] else None
+    return dims, names, described
+
+
+def run_extraction(
+    clips: list[ClipSpec],
+    out: str | Path,
+    config: ExtractionConfig | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    clips_per_shard: int = 1000,
+    source: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Extract ``clips`` into the cache folder ``out``; re-running skips finished work (see the module doc).
+
+    workers: local worker processes (default: one per core; 0 runs one worker thread in this process);
+    scheduler: the address of an existing Dask scheduler instead of a local cluster.
+    """
+    config = config or ExtractionConfig()
+    cache, start = Path(out), time.perf_counter()
+    if clips_per_shard < 1:
+        raise ValueError(f"clips_per_shard must be >= 1, got {clips_per_shard}")
+    with cache_lock(cache):
+        for leftover in cache.rglob(".tmp-*"):  # a killed run's half-written files
+            leftover.unlink()
+        dims, names, described = _preflight(config)
+        digests = _digests(cache, clips)
+        jobs, todo = {}, []
+        for spec in sorted(clips, key=lambda c: c.clip_id):
+            digest = digests[spec.clip_id]
+            job = {"spec": spec, "digest": digest, "parts": {}, "errors": []}
+            if digest is None:
+                job["errors"].append(["open", f"media file not found for clip {spec.clip_id} ({spec.path or 'none'})"])
+            else:
+                for m, key in _part_keys(spec, digest, config).items():
+                    job["parts"][m] = str(part_path(cache, m, key))
+                    if not Path(job["parts"][m]).is_file():
+                        todo.append((spec, m, job["parts"][m]))
+            jobs[spec.clip_id] = job
+        with _dask_client(workers, scheduler) as client:
+            statuses = _run_modalities(client, todo, config, len(jobs), progress)
+            errors, shard_paths = _write_shards(client, list(jobs.values()), statuses, dims, cache, config,
+                                                clips_per_shard, progress)  # fmt: skip
+        failed_ids = {e["clip_id"] for e in errors}
+        splits = Counter(j["spec"].split or "none" for j in jobs.values() if j["spec"].clip_id not in failed_ids)
+        manifest = write_manifest(cache, shard_paths, dims, names, errors, splits, {
+            "config": config.to_dict(),
+            "align": config.align,
+            "clock_rate": config.clock_rate,
+            "time_unit": "seconds",
+            "extractors": described,
+            "source": source or {},
+            "clips_per_shard": clips_per_shard,
+        })  # fmt: skip
+    failed = Counter(next(e["stage"] for e in errors if e["clip_id"] == c) for c in failed_ids)
+    summary = RunSummary(cache, len(jobs), len(todo), sum(len(j["parts"]) for j in jobs.values()) - len(todo),
+                         dict(failed), time.perf_counter() - start, manifest)  # fmt: skip
+    log.info("%s", summary)
+    return summary
+
+
+def _run_modalities(client: Any, todo: list, config: ExtractionConfig, n_clips: int, progress: bool) -> list[dict]:
+    """Submit the clip × modality tasks; a progress bar counts clips as their last modality finishes."""
+    from dask.distributed import as_completed
+
+    pending = Counter(spec.clip_id for spec, _, _ in todo)
+    bar = tqdm(total=n_clips, unit="clip", desc="extract", disable=not progress, file=sys.stderr)
+    bar.update(n_clips - len(pending))  # clips fully served from the cache
+    futures = {
+        client.submit(modality_task, spec.clip_id, str(spec.path), m, config, spec.text, part, pure=False): (spec, m)
+        for spec, m, part in todo
+    }
+    statuses = []
+    for future in as_completed(futures):
+        spec, m = futures[future]
+        try:
+            statuses.append(future.result())
+        except Exception as exc:  # the worker died on this item (e.g. killed, out of memory): record it
+            statuses.append(
+                {"clip_id": spec.clip_id, "modality": m, "error": ["worker", f"{type(exc).__name__}: {exc}"]}
+            )
+        pending[spec.clip_id] -= 1
+        if pending[spec.clip_id] == 0:
+            bar.update(1)
+    bar.close()
+    return statuses
+
+
+def _write_shards(client, jobs, statuses, dims, cache, config, clips_per_shard, progress) -> tuple[list, list[Path]]:
+    by_clip: dict[str, list] = {}
+    for status in statuses:
+        by_clip.setdefault(status["clip_id"], []).append(status)
+    futures = {}
+    for index, begin in enumerate(range(0, len(jobs), clips_per_shard)):
+        chunk = jobs[begin : begin + clips_per_shard]
+        chunk_statuses = [s for job in chunk for s in by_clip.get(job["spec"].clip_id, [])]
+        path = shard_file(cache, index)
+        futures[client.submit(shard_task, chunk, dims, str(path), config, chunk_statuses, pure=False)] = (path, chunk)
+    errors, written = [], []
+    for future, (path, chunk) in tqdm(
+        futures.items(), desc="shards", unit="shard", disable=not progress, file=sys.stderr
+    ):
+        try:
+            errors += future.result()
+            written.append(path)
+        except Exception as exc:
+            errors += [{"clip_id": j["spec"].clip_id, "stage": "shard", "reason": f"{type(exc).__name__}: {exc}"}
+                       for j in chunk]  # fmt: skip
+    return errors, written
