@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import resource
 import sys
 import time
 from collections import Counter
@@ -50,6 +51,7 @@ class RunSummary:
     cached: int  # modality results reused from the part cache
     failed: dict[str, int] = field(default_factory=dict)  # failed clips by stage
     seconds: float = 0.0
+    worker_peak_mb: dict[str, float] = field(default_factory=dict)  # peak resident memory of each worker
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -166,6 +168,10 @@ def _digests(cache: Path, clips: list[ClipSpec]) -> dict[str, str | None]:
     return digests
 
 
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 class _PinThreads(WorkerPlugin):
     """Dask worker plugin: one torch thread per worker process (one worker per core)."""
 
@@ -249,6 +255,7 @@ def run_extraction(
             jobs[spec.clip_id] = job
         with _dask_client(workers, scheduler) as client:
             statuses = _run_modalities(client, todo, config, len(jobs), progress)
+            peaks = client.run(_peak_rss_mb)
             errors, shard_paths = _write_shards(client, list(jobs.values()), statuses, dims, cache, config,
                                                 clips_per_shard, progress)  # fmt: skip
         failed_ids = {e["clip_id"] for e in errors}
@@ -264,7 +271,7 @@ def run_extraction(
         })  # fmt: skip
     failed = Counter(next(e["stage"] for e in errors if e["clip_id"] == c) for c in failed_ids)
     summary = RunSummary(cache, len(jobs), len(todo), sum(len(j["parts"]) for j in jobs.values()) - len(todo),
-                         dict(failed), time.perf_counter() - start, manifest)  # fmt: skip
+                         dict(failed), time.perf_counter() - start, peaks, manifest)  # fmt: skip
     log.info("%s", summary)
     return summary
 
