@@ -34,7 +34,7 @@ from cmamba.extractors import get_extractor
 from cmamba.extractors.asr import asr_status, describe_asr
 from cmamba.extractors.decode import probe
 from cmamba.extractors.transcript import find_transcript
-from cmamba.pipeline.cache import cache_lock, shard_file, write_json_atomic, write_manifest, write_shard
+from cmamba.pipeline.cache import CacheError, cache_lock, shard_file, write_json_atomic, write_manifest, write_shard
 from cmamba.pipeline.clip import EXTRACTOR_OF, MODALITIES, ClipError, ExtractionConfig, extract_modality, join_clip
 from cmamba.pipeline.layout import LABEL_COLUMNS, ClipSpec
 from cmamba.pipeline.parts import content_digest, load_part, part_key, part_path, save_part
@@ -86,9 +86,12 @@ def _part_keys(spec: ClipSpec, digest: str, config: ExtractionConfig) -> dict[st
 def modality_task(clip_id: str, path: str, modality: str, config: ExtractionConfig, text: str | None, part: str):
     """Extract one modality of one clip into ``part``; returns a small status (no arrays cross the scheduler)."""
     result = extract_modality(path, modality, config, text)
-    if result.error is None:
-        save_part(Path(part), result)
     error = None if result.error is None else [result.error.stage, result.error.reason]
+    if error is None:
+        try:
+            save_part(Path(part), result)
+        except OSError as exc:  # e.g. a full disk: this clip's problem, retried on the next run
+            error = ["cache", f"cannot write {part}: {exc}"]
     return {"clip_id": clip_id, "modality": modality, "error": error}
 
 
@@ -217,6 +220,25 @@ def _preflight(config: ExtractionConfig) -> tuple[dict[str, int], dict[str, list
     return dims, names, described
 
 
+def _plan(cache: Path, clips: list[ClipSpec], config: ExtractionConfig) -> tuple[dict[str, dict], list[tuple]]:
+    """Per clip (sorted by id): its media digest, part files and known errors; plus the (clip, modality, part)
+    work items whose part is not cached yet."""
+    digests = _digests(cache, clips)
+    jobs, todo = {}, []
+    for spec in sorted(clips, key=lambda c: c.clip_id):
+        digest = digests[spec.clip_id]
+        job = {"spec": spec, "digest": digest, "parts": {}, "errors": []}
+        if digest is None:
+            job["errors"].append(["open", f"media file not found for clip {spec.clip_id} ({spec.path or 'none'})"])
+        else:
+            for m, key in _part_keys(spec, digest, config).items():
+                job["parts"][m] = str(part_path(cache, m, key))
+                if not Path(job["parts"][m]).is_file():
+                    todo.append((spec, m, job["parts"][m]))
+        jobs[spec.clip_id] = job
+    return jobs, todo
+
+
 def run_extraction(
     clips: list[ClipSpec],
     out: str | Path,
@@ -236,39 +258,34 @@ def run_extraction(
     cache, start = Path(out), time.perf_counter()
     if clips_per_shard < 1:
         raise ValueError(f"clips_per_shard must be >= 1, got {clips_per_shard}")
-    with cache_lock(cache):
-        for leftover in cache.rglob(".tmp-*"):  # a killed run's half-written files
-            leftover.unlink()
-        dims, names, described = _preflight(config)
-        digests = _digests(cache, clips)
-        jobs, todo = {}, []
-        for spec in sorted(clips, key=lambda c: c.clip_id):
-            digest = digests[spec.clip_id]
-            job = {"spec": spec, "digest": digest, "parts": {}, "errors": []}
-            if digest is None:
-                job["errors"].append(["open", f"media file not found for clip {spec.clip_id} ({spec.path or 'none'})"])
-            else:
-                for m, key in _part_keys(spec, digest, config).items():
-                    job["parts"][m] = str(part_path(cache, m, key))
-                    if not Path(job["parts"][m]).is_file():
-                        todo.append((spec, m, job["parts"][m]))
-            jobs[spec.clip_id] = job
-        with _dask_client(workers, scheduler) as client:
-            statuses = _run_modalities(client, todo, config, len(jobs), progress)
-            peaks = client.run(_peak_rss_mb)
-            errors, shard_paths = _write_shards(client, list(jobs.values()), statuses, dims, cache, config,
-                                                clips_per_shard, progress)  # fmt: skip
-        failed_ids = {e["clip_id"] for e in errors}
-        splits = Counter(j["spec"].split or "none" for j in jobs.values() if j["spec"].clip_id not in failed_ids)
-        manifest = write_manifest(cache, shard_paths, dims, names, errors, splits, {
-            "config": config.to_dict(),
-            "align": config.align,
-            "clock_rate": config.clock_rate,
-            "time_unit": "seconds",
-            "extractors": described,
-            "source": source or {},
-            "clips_per_shard": clips_per_shard,
-        })  # fmt: skip
+    try:
+        with cache_lock(cache):
+            for leftover in cache.rglob(".tmp-*"):  # a killed run's half-written files
+                leftover.unlink()
+            dims, names, described = _preflight(config)
+            jobs, todo = _plan(cache, clips, config)
+            with _dask_client(workers, scheduler) as client:
+                statuses = _run_modalities(client, todo, config, len(jobs), progress)
+                peaks = client.run(_peak_rss_mb)
+                errors, shard_paths = _write_shards(client, list(jobs.values()), statuses, dims, cache, config,
+                                                    clips_per_shard, progress)  # fmt: skip
+            failed_ids = {e["clip_id"] for e in errors}
+            splits = Counter(j["spec"].split or "none" for j in jobs.values() if j["spec"].clip_id not in failed_ids)
+            manifest = write_manifest(cache, shard_paths, dims, names, errors, splits, {
+                "config": config.to_dict(),
+                "align": config.align,
+                "clock_rate": config.clock_rate,
+                "time_unit": "seconds",
+                "extractors": described,
+                "source": source or {},
+                "clips_per_shard": clips_per_shard,
+            })  # fmt: skip
+    except OSError as exc:  # full disk, read-only or unwritable output: parts and shards are written atomically
+        raise CacheError(
+            f"cannot write the cache {cache}: {exc}; what finished is kept and consistent — free space or fix "
+            "permissions, then re-run to continue"
+        ) from exc
+
     failed = Counter(next(e["stage"] for e in errors if e["clip_id"] == c) for c in failed_ids)
     summary = RunSummary(cache, len(jobs), len(todo), sum(len(j["parts"]) for j in jobs.values()) - len(todo),
                          dict(failed), time.perf_counter() - start, peaks, manifest)  # fmt: skip

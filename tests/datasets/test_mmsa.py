@@ -303,3 +303,18 @@ def test_export_refuses_clips_without_split_or_label(tmp_path):
     finish_cache(tmp_path / "cache", rows, {"text": 2, "audio": 1, "video": 1}, {}, [], {})
     with pytest.raises(MMSAFormatError, match="clip 'c1' has split None"):
         export_mult(tmp_path / "cache", tmp_path / "x.pkl")
+
+
+def test_imported_pickle_is_a_train_ready_dataset(unaligned, tmp_path):
+    from cmamba.datasets.shards import ShardDataset
+    from cmamba.fusion.config import FusionConfig
+    from cmamba.fusion.train import TrainConfig, train
+
+    cache = unaligned[0] / "cache"
+    train_set, valid_set = ShardDataset(cache, split="train"), ShardDataset(cache, split="valid")
+    assert train_set.dims() == {"text": 12, "audio": 5, "video": 7} and len(train_set) == SIZES["train"]
+    with pytest.raises(ValueError, match="only align='native'"):
+        ShardDataset(cache, align="word")
+    config = FusionConfig(modalities=train_set.dims(), d_model=8, d_state=4, n_layers=1)
+    result = train(config, TrainConfig(epochs=2, batch_size=2, progress=False), train_set, valid_set, tmp_path / "run")
+    assert result["epochs_run"] == 2 and np.isfinite(result["valid"]["MAE"])

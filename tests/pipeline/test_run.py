@@ -157,3 +157,10 @@ def test_killed_run_completes_on_rerun_with_every_clip_exactly_once(folder, tmp_
     assert summary.cached >= done_before - 1 and summary.extracted + summary.cached == 18
     assert set(rows_by_id(out)) == {f"clip{i}" for i in range(6)}
     assert json.loads((out / "manifest.json").read_text())["counts"]["clips"] == 6
+
+
+def test_unwritable_output_is_a_clean_error(folder, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should go")
+    with pytest.raises(CacheError, match="cannot write the cache folder"):
+        run_extraction(folder_clips(folder), blocker / "cache", CONFIG, workers=0, progress=False)
