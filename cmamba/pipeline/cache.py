@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -39,24 +40,15 @@ class CacheError(RuntimeError):
 
 
 def tool_versions() -> dict[str, str]:
-    import av
-    import dask
-    import librosa
-    import numpy
-    import torch
-    import transformers
-
-    return {
-        "cmamba": cmamba.__version__,
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "torch": torch.__version__,
-        "pyarrow": pa.__version__,
-        "dask": dask.__version__,
-        "av": av.__version__,
-        "librosa": librosa.__version__,
-        "transformers": transformers.__version__,
-    }
+    """Versions of the tools that shape the features (read from package metadata: nothing heavy is imported)."""
+    packages = ("numpy", "torch", "pyarrow", "dask", "av", "librosa", "mediapipe", "transformers", "faster-whisper")
+    found = {"cmamba": cmamba.__version__, "python": platform.python_version()}
+    for name in packages:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
 
 
 @contextmanager

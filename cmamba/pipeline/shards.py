@@ -104,7 +104,9 @@ def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 def write_atomic(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` so that readers see the old file or the whole new one, never a partial one."""
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP)
+    # Dictionary encoding only pays for repeated strings; on float features it costs read time and space.
+    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP, use_dictionary=strings)
     os.replace(tmp, path)
 
 
