@@ -4,10 +4,12 @@ softmax-weighted modality fusion → head.
 Batch format (what ``forward`` takes): a dict with one float tensor (B, L_m, D_m) per modality name of the
 config, optionally ``"lengths"``: {name: (B,) int} (valid prefix of each right-padded sequence; default full)
 and ``"present"``: {name: (B,) bool} (default: length > 0). Returns (B,) predictions for regression or
-(B, C) logits for classification.
+(B, C) logits for classification. ``trajectory`` gives the same prediction for every prefix of the clip.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -17,6 +19,21 @@ from cmamba.fusion.layers import CoupledMambaLayer, CrossModalFusion, ModalityPr
 from cmamba.fusion.resample import resample
 
 _CHAIN_COUPLING = {"mamba": "none", "released": "none"}
+
+
+class Trajectory(NamedTuple):
+    """``FusionModel.trajectory``: the time-resolved prediction on the model's common time axis.
+
+    scores: (B, L) for regression, (B, L, C) logits for classification — step t is the head's prediction from
+    the states of steps 0..t; NaN after the sample's last step. fraction: (B, L) — where step t ends, as a
+    fraction of the sample's steps (1 at its last step; NaN after). When the modalities are resampled onto
+    ``seq_len`` steps (unequal lengths), step t covers the fraction [t/L, (t+1)/L) of every modality's span, so
+    ``fraction × duration`` is the step's end in seconds; aligned inputs pass through, and their steps are the
+    alignment's (clock ticks: seconds as well; words: the fraction of the words spoken).
+    """
+
+    scores: torch.Tensor
+    fraction: torch.Tensor
 
 
 class FusionModel(nn.Module):
@@ -110,22 +127,59 @@ class FusionModel(nn.Module):
                 h = h + torch.stack([lin(o) for lin, o in zip(self.enhance[i], others, strict=True)], 1)
         return h
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def _states(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Backbone states h (B, streams, L, d) with their valid (B, streams, L) and present (B, streams), and the
+        sample's own steps (B, L): those of the modalities it has (a stand-in is valid on the whole padded axis)."""
         h, valid, present = self._inputs(batch)
+        own = torch.where(present.any(1, keepdim=True), (valid & present[..., None]).any(1), valid.any(1))
         h = self._backbone(h, valid)
         if self.streams == 1:
             valid, present = valid.any(1, keepdim=True), present.any(1, keepdim=True)
+        return h, valid, present, own
+
+    def _fuse(self, pooled: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Softmax-weighted modality fusion over the modalities a sample has (all, if it has none), then the head.
+
+        pooled: (B, streams, *, d) → (B, *) for regression, (B, *, C) for classification.
+        """
+        logits = self.modality_logits.expand_as(present).masked_fill(~present, float("-inf"))
+        logits = torch.where(present.any(1, keepdim=True), logits, self.modality_logits.expand_as(present))
+        weights = torch.softmax(logits, 1).reshape(*present.shape, *[1] * (pooled.dim() - 2))
+        out = self.head((weights * pooled).sum(1))
+        return out.squeeze(-1) if self.config.task == "regression" else out
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        h, valid, present, _ = self._states(batch)
         mask = valid[..., None]
         if self.config.pooling == "max":
             pooled = h.masked_fill(~mask, float("-inf")).amax(2)  # (B, streams, d)
         else:
             pooled = (h * mask).sum(2) / mask.sum(2).clamp_min(1)
-        # Softmax-weighted modality fusion over the modalities a sample has (all, if it has none).
-        logits = self.modality_logits.expand_as(present).masked_fill(~present, float("-inf"))
-        logits = torch.where(present.any(1, keepdim=True), logits, self.modality_logits.expand_as(present))
-        fused = (torch.softmax(logits, 1)[..., None] * pooled).sum(1)
-        out = self.head(fused)
-        return out.squeeze(-1) if self.config.task == "regression" else out
+        return self._fuse(pooled, present)
+
+    def trajectory(self, batch: dict) -> Trajectory:
+        """The prediction after every step, in one pass (see ``Trajectory`` for the shapes and the time axis).
+
+        forward()'s pooling over all valid steps becomes its causal prefix version — a running mean ("mean") or a
+        running max ("max") over the valid steps 0..t of each stream — followed by the same fusion and head at
+        every step, so the sample's last step reproduces forward(). Exactly, unless a stand-in for an absent
+        modality runs past the sample's own steps (aligned inputs of unequal lengths padded into one batch):
+        forward() pools the stand-in over that padding too; one clip per batch avoids it. The Mamba fusions'
+        states are causal (a step sees only earlier inputs), so step t is the prediction from the clip up to t;
+        cross_attention's states attend to the whole clip, so there only the pooling is causal.
+        """
+        h, valid, present, steps = self._states(batch)
+        mask = valid[..., None]  # (B, streams, L, 1)
+        if self.config.pooling == "max":
+            pooled = h.masked_fill(~mask, float("-inf")).cummax(2).values
+        else:
+            pooled = (h * mask).cumsum(2) / mask.cumsum(2).clamp_min(1)
+        scores = self._fuse(pooled, present)  # (B, L[, C])
+        count = steps.sum(1, keepdim=True)
+        index = torch.arange(1, steps.shape[1] + 1, device=steps.device)
+        fraction = torch.where(steps, index / count.clamp_min(1), float("nan"))
+        fill = steps if scores.dim() == 2 else steps[..., None]
+        return Trajectory(torch.where(fill, scores, float("nan")), fraction)
 
 
 def build_model(config: FusionConfig) -> FusionModel:

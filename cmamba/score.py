@@ -1,0 +1,240 @@
+"""Score new clips offline with a trained run (``cmamba score INPUT --run RUN --out OUT``).
+
+    OUT/cache/        the clips' feature cache (resumable: an interrupted score continues where it stopped)
+    OUT/scores.csv    one row per scored clip: clip_id, score, polarity, present, contribution_<modality>
+    OUT/scores.json   clips (with trajectories), failed clips, model, extraction config, versions
+    OUT/report.html   with distribution.png, trajectories.png and contributions.png beside it (``cmamba.report``)
+
+Clips are extracted with the extraction config recorded in the checkpoint, after checking that the registered
+extractors still produce the features the model was trained on (name, version, feature dim per modality).
+
+Per clip: ``score`` — the regression output (classification: P(positive) − P(negative)); ``polarity`` — see
+``POLARITY_RULE``; ``trajectory`` — (seconds, score) after each step of the model's time axis
+(``FusionModel.trajectory``; seconds = fraction of the steps × clip duration); ``contributions`` — per modality,
+score − the score with that modality marked absent (the model's learned stand-in replaces it); null for a
+modality the clip lacks. Each clip is one batch of 1 + M rows (itself, then once without each modality), so a
+clip's score never depends on which other clips are scored with it (the model's padding and resampling are
+per batch).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from cmamba.datasets.memory import collate
+from cmamba.datasets.shards import ShardDataset
+from cmamba.extractors import get_extractor
+from cmamba.fusion.checkpoint import check_schema, load_checkpoint, versions
+from cmamba.fusion.model import FusionModel
+from cmamba.fusion.train import sentiment_classes
+from cmamba.jobs import best_checkpoint, find_clips
+from cmamba.pipeline.cache import read_errors, shard_paths
+from cmamba.pipeline.clip import EXTRACTOR_OF, ExtractionConfig
+from cmamba.pipeline.run import run_extraction
+from cmamba.report import write_report
+
+POLARITIES = ("negative", "neutral", "positive")
+POLARITY_RULE = (
+    "MMSA's three sentiment classes: negative if score < 0, positive if score > 0, neutral only if score == 0 "
+    "(regression; the MOSI/MOSEI Non0 sign rule), the argmax class for a classification model"
+)
+TRAJECTORY_TIME = (
+    "[seconds, score] after each step of the model's time axis: the prediction from the clip up to that point; "
+    "seconds = fraction of the clip's steps × duration (with align='word' the steps are words, so approximate)"
+)
+
+
+class UnscorableCheckpointError(ValueError):
+    """The checkpoint's features were not extracted from raw media by this tool, so raw clips cannot be scored."""
+
+
+class SchemaMismatchError(ValueError):
+    """The registered extractors no longer produce the features the checkpoint was trained on."""
+
+
+def recorded_extraction(meta: dict, checkpoint: Path) -> dict[str, Any]:
+    """The checkpoint's ``schema["extraction"]``; raises ``UnscorableCheckpointError`` when raw clips cannot be
+    extracted like its training features (none recorded, or imported features without timestamps)."""
+    extraction = (meta.get("schema") or {}).get("extraction")
+    if extraction and extraction.get("time_unit") != "seconds":
+        raise UnscorableCheckpointError(
+            f"the checkpoint {checkpoint} was trained on imported features (time unit "
+            f"{extraction.get('time_unit')!r}, e.g. an MMSA pickle), so raw clips cannot be scored with it: those "
+            "features come from other extractors than this tool's, and features extracted from raw clips would not "
+            "match what it learned; train it on a cache built by `cmamba extract` or `cmamba prepare`"
+        )
+    if not extraction or not extraction.get("config"):
+        raise UnscorableCheckpointError(
+            f"the checkpoint {checkpoint} records no feature extraction (it was trained on in-memory features), so "
+            "raw clips cannot be scored with it: nothing says how to extract features it understands; train it on "
+            "a cache built by `cmamba extract` or `cmamba prepare`"
+        )
+    return extraction
+
+
+def check_extractors(extraction: dict[str, Any], modalities: list[str]) -> ExtractionConfig:
+    """The recorded extraction config, once every modality's recorded extractor (name, version, feature dim)
+    equals the one registered now; raises ``SchemaMismatchError`` naming the modality and both."""
+    try:
+        config = ExtractionConfig.from_dict(extraction["config"])
+    except (TypeError, ValueError) as exc:
+        raise SchemaMismatchError(f"this cmamba cannot read the checkpoint's extraction config: {exc}") from exc
+    recorded_all = extraction.get("extractors") or {}
+    for m in modalities:
+        if m not in EXTRACTOR_OF or m not in config.modalities:
+            raise SchemaMismatchError(f"the model uses modality {m!r}, which the recorded extraction does not extract")
+        current = get_extractor(EXTRACTOR_OF[m], getattr(config, m))
+        now = {"name": current.name, "version": current.version, "feature_dim": current.feature_dim}
+        recorded = {key: (recorded_all.get(m) or {}).get(key) for key in now}
+        if recorded != now:
+            raise SchemaMismatchError(
+                "score refuses a checkpoint whose feature schema does not match the clips' extraction: modality "
+                f"{m!r} was extracted for training by {recorded}, this cmamba extracts it with {now}; score with "
+                "the cmamba version that trained the model, or re-extract the training data and retrain"
+            )
+    return config
+
+
+def _run_info(run: Path, checkpoint: Path, meta: dict, model: FusionModel) -> dict[str, Any]:
+    config_path, summary_path = checkpoint.parent / "config.json", run / "summary.json"
+    train = json.loads(config_path.read_text()).get("train", {}) if config_path.is_file() else {}
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return {
+        "run": str(run.resolve()),
+        "checkpoint": str(checkpoint.resolve()),
+        "task": model.config.task,
+        "modalities": list(model.names),
+        "dataset": train.get("dataset"),
+        "seed": train.get("seed"),
+        "seeds": summary.get("seeds"),  # the checkpoint is the seed with the lowest valid loss (best_checkpoint)
+        "epoch": meta.get("epoch"),
+        # the selection metrics; NaN (e.g. Corr on a constant prediction) would make scores.json invalid JSON
+        "valid": {k: v if math.isfinite(v) else None for k, v in (meta.get("valid") or {}).items()},
+        "illustrative": bool(summary.get("illustrative", False)),
+    }
+
+
+def _durations(cache: Path) -> dict[str, float]:
+    durations = {}
+    for path in shard_paths(cache):
+        table = pq.read_table(path, columns=["clip_id", "duration"]).to_pydict()
+        durations.update(zip(table["clip_id"], table["duration"], strict=True))
+    return durations
+
+
+def _without_each(batch: dict, names: list[str]) -> dict:
+    """A one-clip batch repeated 1 + M times: row 0 as it is, row 1 + k with modality k marked absent."""
+    rows = 1 + len(names)
+    out: dict = {n: batch[n].expand(rows, -1, -1) for n in names}
+    out["lengths"] = {n: batch["lengths"][n].expand(rows) for n in names}
+    out["present"] = {}
+    for k, n in enumerate(names):
+        present = batch["present"][n].repeat(rows)
+        present[1 + k] = False
+        out["present"][n] = present
+    return out
+
+
+def _sentiment(out: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model outputs (*) or logits (*, 3) → (scores (*), polarity class ids (*))."""
+    if task == "regression":
+        return out, sentiment_classes(out)
+    probs = out.softmax(-1)
+    return probs[..., 2] - probs[..., 0], out.argmax(-1)
+
+
+@torch.no_grad()
+def score_dataset(
+    model: FusionModel, dataset: Dataset, durations: dict[str, float], progress: bool = True
+) -> list[dict]:
+    """Score every item of ``dataset`` (``ShardDataset``-style items); returns the per-clip records."""
+    names, task, records = list(model.names), model.config.task, []
+    for i in tqdm(range(len(dataset)), desc="score", unit="clip", disable=not progress):
+        item = dataset[i]
+        batch = collate([item])
+        scores, classes = _sentiment(model(_without_each(batch, names)), task)  # (1 + M,)
+        trajectory = model.trajectory(batch)
+        steps, _ = _sentiment(trajectory.scores[0], task)
+        valid = torch.isfinite(trajectory.fraction[0])
+        duration = durations[item["id"]]
+        seconds = (trajectory.fraction[0][valid] * duration).tolist()
+        present = [n for n in names if item["present"][n]]
+        records.append(
+            {
+                "clip_id": item["id"],
+                "score": float(scores[0]),
+                "polarity": POLARITIES[int(classes[0])],
+                "label": None if math.isnan(item["label"]) else item["label"],
+                "duration": duration,
+                "present": present,
+                "contributions": {
+                    n: float(scores[0] - scores[1 + k]) if n in present else None for k, n in enumerate(names)
+                },
+                "trajectory": [[round(t, 4), s] for t, s in zip(seconds, steps[valid].tolist(), strict=True)],
+            }
+        )
+    return records
+
+
+def write_csv(scores: dict[str, Any], path: Path) -> None:
+    """``scores.csv``: clip_id, score, polarity, present (modalities joined by "+"), contribution_<modality>."""
+    names = scores["model"]["modalities"]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["clip_id", "score", "polarity", "present", *[f"contribution_{n}" for n in names]])
+        for clip in scores["clips"]:
+            contributions = ["" if clip["contributions"][n] is None else clip["contributions"][n] for n in names]
+            writer.writerow(
+                [clip["clip_id"], clip["score"], clip["polarity"], "+".join(clip["present"]), *contributions]
+            )
+
+
+def score(
+    input_path: str | Path, run: str | Path, out: str | Path, workers: int | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Extract the clips of ``input_path`` like the run's training data, score them and write ``out`` (see the
+    module doc); returns the content of ``scores.json``. Clips that fail extraction are listed, not scored."""
+    run, out = Path(run), Path(out)
+    checkpoint = best_checkpoint(run)
+    model, meta = load_checkpoint(checkpoint)
+    extraction = recorded_extraction(meta, checkpoint)
+    config = check_extractors(extraction, model.names)
+    clips, source = find_clips(input_path)
+    cache = out / "cache"
+    summary = run_extraction(clips, cache, config, workers, source=source, progress=progress)
+    dataset = ShardDataset(cache, align=extraction["align"], modalities=tuple(model.names),
+                           clock_rate=extraction["clock_rate"], require_labels=False)  # fmt: skip
+    check_schema(meta["schema"], dataset.dims(), f"the checkpoint {checkpoint}")
+    scores = {
+        "format": "cmamba-scores",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "input": source,
+        "model": _run_info(run, checkpoint, meta, model),
+        "extraction": {
+            "config": config.to_dict(),
+            "align": extraction["align"],
+            "clock_rate": extraction["clock_rate"],
+            "extractors": extraction.get("extractors", {}),
+            "run": {key: getattr(summary, key) for key in ("clips", "extracted", "cached", "failed", "seconds")},
+        },
+        "polarity_rule": POLARITY_RULE,
+        "trajectory_time": TRAJECTORY_TIME,
+        "versions": versions(),
+        "clips": score_dataset(model, dataset, _durations(cache), progress),
+        "failed": read_errors(cache),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(scores, out / "scores.csv")
+    (out / "scores.json").write_text(json.dumps(scores, indent=2))
+    write_report(scores, out)
+    return scores
