@@ -1,16 +1,152 @@
-"""Command-line interface: ``cmamba <command>``. Each command calls one library function."""
+"""Command-line interface: ``cmamba <command>``. Each command parses its arguments and calls one library function.
+
+Exit codes: 0 success, 1 the job failed (the message says why; the traceback is in the log file), 2 bad usage
+or an input with nothing to process. Every command writes a log file and prints its path.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from cmamba.pipeline.layout import BENCHMARKS
+
+log = logging.getLogger("cmamba")
+
+
+def _log_file(args: argparse.Namespace) -> Path:
+    """Beside the command's output (``--out``), else in the cache folder's ``logs/``."""
+    from cmamba.models import models_dir
+
+    out = getattr(args, "out", None)
+    directory = Path(out).expanduser() if out else models_dir().parent / "logs"
+    if out and directory.suffix:  # --out names a file (export): log beside it
+        directory = directory.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"cmamba-{args.command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+
+
+def _setup_logging(path: Path) -> None:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+
+
+def _config(args: argparse.Namespace, flags: dict[str, str]):
+    """The resolved config: defaults ← --config FILE ← the flags given on the command line."""
+    from cmamba.config import load_config
+
+    overrides = {key: getattr(args, name) for name, key in flags.items() if getattr(args, name, None) is not None}
+    return load_config(getattr(args, "config", None), overrides)
+
+
+def _save_config(directory: Path, config: Any) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "cmamba-config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+
+EXTRACT_FLAGS = {"align": "align.mode", "workers": "extract.workers", "scheduler": "extract.scheduler",
+                 "clips_per_shard": "extract.clips_per_shard", "use_asr": "extract.use_asr"}  # fmt: skip
+TRAIN_FLAGS = {"fusion": "model.fusion", "epochs": "train.epochs", "seeds": "train.seeds",
+               "batch_size": "train.batch_size", "dataset": "train.dataset"}  # fmt: skip
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from cmamba.jobs import extract
+
+    config = _config(args, EXTRACT_FLAGS)
+    options = config.extract_options
+    summary = extract(args.input, args.out, config.extraction(), options["workers"], options["scheduler"],
+                      options["clips_per_shard"])  # fmt: skip
+    _save_config(Path(args.out), config)
+    print(summary)
+    return 0 if summary.clips > sum(summary.failed.values()) else 1
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from cmamba.jobs import prepare
+
+    config = _config(args, EXTRACT_FLAGS)
+    options = config.extract_options
+    summary = prepare(args.dataset, args.corpus_dir, args.out, config.extraction(), options["workers"],
+                      options["scheduler"])  # fmt: skip
+    _save_config(Path(args.out), config)
+    print(summary)
+    return 0 if summary.clips > sum(summary.failed.values()) else 1
+
+
+def _import_mmsa(args: argparse.Namespace) -> int:
+    from cmamba.datasets.mmsa import import_mmsa
+
+    manifest = import_mmsa(args.pkl, args.out, args.clips_per_shard)
+    print(f"imported {manifest['counts']['clips']} clips {manifest['counts']['by_split']} into {args.out} "
+          f"(dims {manifest['dims']})")  # fmt: skip
+    return 0
+
+
+def _max_len(values: list[str] | None) -> dict[str, int] | None:
+    if not values:
+        return None
+    pairs = [v.split("=", 1) for v in values]
+    if any(len(p) != 2 or not p[1].isdigit() for p in pairs):
+        raise ValueError(f"--max-len takes MODALITY=LENGTH pairs, e.g. text=50 audio=500; got {values}")
+    return {k: int(v) for k, v in pairs}
+
+
+def _export(args: argparse.Namespace) -> int:
+    from cmamba.datasets.mmsa import export_mmsa, export_mult
+
+    exporter = export_mmsa if args.format == "mmsa" else export_mult
+    exporter(args.cache, args.out, align=args.align, max_len=_max_len(args.max_len))
+    print(f"wrote {args.out} ({args.format} layout, {args.align} alignment)")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cmamba.jobs import train_cache
+
+    config = _config(args, TRAIN_FLAGS)
+    _save_config(Path(args.out), config)
+    summary = train_cache(args.cache, args.out, config.model_overrides(), config.train_config(), config.seeds,
+                          align=args.align)  # fmt: skip
+    split = "test" if "test" in summary else "valid"
+    metrics = ", ".join(f"{k} {v['mean']:.4f}±{v['std']:.4f}" for k, v in summary[split].items())
+    print(f"{len(summary['seeds'])} seed(s) in {args.out}; {split}: {metrics}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from cmamba.jobs import evaluate_run
+
+    metrics = evaluate_run(args.run, args.cache, args.split, args.missing_rate)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from cmamba.score import score
+
+    result = score(args.input, args.model, args.out, workers=args.workers)
+    print(f"scored {len(result['clips'])} clips, {len(result['failed'])} failed; "
+          f"report: {Path(args.out, 'report.html').resolve()}")  # fmt: skip
+    for failure in result["failed"]:
+        print(f"  failed: {failure['clip_id']}: {failure['stage']}: {failure['reason']}")
+    return 0 if result["clips"] else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cmamba.demo import run_scan_demo
+    from cmamba.demo import run_demo
 
-    run_scan_demo()
+    run_demo(args.out, workers=args.workers)
     return 0
 
 
@@ -40,17 +176,127 @@ def _models_verify(args: argparse.Namespace) -> int:
     return 0 if all(s.ok for s in statuses) else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cmamba", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo",
-        help="run the embedded default job",
-        description="Show the coupled scan's stability, exactness and speed on this machine. Example: cmamba demo",
-    )
-    demo.set_defaults(func=_demo)
+def _doctor(args: argparse.Namespace) -> int:
+    from cmamba.doctor import doctor
 
-    models = commands.add_parser("models", help="install or check the offline model files")
+    return doctor()
+
+
+def _config_dump_default(args: argparse.Namespace) -> int:
+    from cmamba.config import dump_default
+
+    print(dump_default(args.format), end="")
+    return 0
+
+
+def _add_doctor_and_config(commands: argparse._SubParsersAction) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check that this machine can run cmamba (exit code 1 if anything required is missing)",
+        description="Check Python, key packages, the face and text models, FFmpeg codecs, ASR and the GPU paths; "
+        "each problem comes with the command that fixes it. Example: cmamba doctor",
+    )
+    doctor.set_defaults(func=_doctor)
+
+    config = commands.add_parser(
+        "config",
+        help="config file commands: dump-default",
+        description="Config file commands. Example: cmamba config dump-default > cmamba.toml",
+    )
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    dump = config_commands.add_parser(
+        "dump-default",
+        help="print the full default config, commented",
+        description="Print every config key at its default, one commented section per part of the pipeline; "
+        "edit the copy and keep only what you change. Example: cmamba config dump-default > cmamba.toml",
+    )
+    dump.add_argument("--format", choices=("toml", "yaml"), default="toml", help="file format (default: toml)")
+    dump.set_defaults(func=_config_dump_default)
+
+
+def _command(commands, name: str, func: Callable, summary: str, example: str) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=summary, description=f"{summary}\n\nExample:\n  {example}",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _extraction_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="a TOML or YAML config file (cmamba config dump-default)")
+    parser.add_argument("--align", choices=("native", "word", "clock"), help="default alignment recorded in the cache")
+    parser.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in-process)")
+    parser.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://head:8786")
+    parser.add_argument("--clips-per-shard", type=int, dest="clips_per_shard")
+    no_asr = "never run speech recognition (clips without a transcript become text-absent)"
+    parser.add_argument("--no-asr", dest="use_asr", action="store_const", const=False, help=no_asr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmamba", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    summary = "extract features of a file, a folder of videos or a label.csv + Raw/ corpus into a feature cache"
+    p = _command(commands, "extract", _extract, summary + " (resumable)", "cmamba extract videos/ --out cache/")
+    p.add_argument("input")
+    p.add_argument("--out", required=True, help="the cache folder")
+    _extraction_options(p)
+
+    p = _command(commands, "prepare", _prepare, "build the feature cache of a benchmark corpus in MMSA's label.csv + "
+                 "Raw/ layout", "cmamba prepare mosi ~/data/MOSI --out cache/mosi")  # fmt: skip
+    p.add_argument("dataset", choices=BENCHMARKS)
+    p.add_argument("corpus_dir")
+    p.add_argument("--out", required=True)
+    _extraction_options(p)
+
+    summary = "import an MMSA feature pickle (restricted unpickler) into a feature cache"
+    p = _command(commands, "import-mmsa", _import_mmsa, summary, "cmamba import-mmsa unaligned_50.pkl --out cache/mosi")
+    p.add_argument("pkl")
+    p.add_argument("--out", required=True)
+    p.add_argument("--clips-per-shard", type=int, default=1000, dest="clips_per_shard")
+
+    p = _command(commands, "export", _export, "export a feature cache as an MMSA or MulT pickle",
+                 "cmamba export cache/mosi --format mmsa --out mosi.pkl --max-len text=50 audio=500")  # fmt: skip
+    p.add_argument("cache")
+    p.add_argument("--format", choices=("mmsa", "mult"), required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--align", choices=("native", "word", "clock"), default="native")
+    p.add_argument("--max-len", nargs="+", dest="max_len", metavar="MODALITY=LENGTH")
+
+    p = _command(commands, "train", _train, "train the fusion model (one run per seed) on a feature cache",
+                 "cmamba train cache/mosi --out runs/mosi --seeds 1111 1112 --epochs 50")  # fmt: skip
+    p.add_argument("cache")
+    p.add_argument("--out", required=True, help="the run folder")
+    p.add_argument("--config", type=Path, help="a TOML or YAML config file (model / train sections)")
+    p.add_argument("--fusion", help="coupled | mamba | average | concat | cross_attention | released")
+    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--dataset", choices=("mosi", "mosei", "sims", "simsv2"), help="metric conventions")
+    p.add_argument("--align", choices=("native", "word", "clock"), help="default: the cache's")
+
+    p = _command(commands, "evaluate", _evaluate, "MMSA metrics of a trained run on a cache split",
+                 "cmamba evaluate runs/mosi cache/mosi --missing-rate 0.3")  # fmt: skip
+    p.add_argument("run")
+    p.add_argument("cache")
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    p.add_argument("--missing-rate", type=float, default=0.0, dest="missing_rate",
+                   help="drop this fraction of feature elements (the paper's Table 12 protocol)")  # fmt: skip
+
+    p = _command(commands, "score", _score, "score new clips offline with a trained run; writes scores.csv, "
+                 "scores.json and report.html", "cmamba score new_videos/ --model runs/mosi --out scores/")  # fmt: skip
+    p.add_argument("input")
+    p.add_argument("--model", required=True, help="a run folder from cmamba train")
+    p.add_argument("--out", default="cmamba-scores")
+    p.add_argument("--workers", type=int)
+
+    p = _command(commands, "demo", _demo, "the embedded default job: real sample clips → features → a small model "
+                 "→ scores + HTML report (a few minutes on 2 cores)", "cmamba demo --out cmamba-demo")  # fmt: skip
+    p.add_argument("--out", default="cmamba-demo")
+    p.add_argument("--workers", type=int)
+
+    models = _command(commands, "models", _models_verify, "install or verify the offline model files (sha256-pinned)",
+                      "cmamba models install")  # fmt: skip
     model_commands = models.add_subparsers(dest="models_command", required=True)
     install = model_commands.add_parser(
         "install",
@@ -64,15 +310,31 @@ def build_parser() -> argparse.ArgumentParser:
     verify = model_commands.add_parser(
         "verify",
         help="check the installed model files (exit code 1 if any is missing or corrupted)",
-        description="Check the model files in the cache against their pinned sha256; downloads nothing.",
+        description="Check the model files in the cache against their pinned sha256; downloads nothing. "
+        "Example: cmamba models verify",
     )
     verify.set_defaults(func=_models_verify)
+    _add_doctor_and_config(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from cmamba.jobs import NoMediaError
+
+    try:
+        log_path = _log_file(args)
+        _setup_logging(log_path)
+        print(f"log: {log_path}", file=sys.stderr)
+        log.info("cmamba %s", " ".join(sys.argv[1:] if argv is None else argv))
+        return args.func(args)
+    except NoMediaError as exc:
+        print(f"cmamba {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, RuntimeError) as exc:
+        log.exception("cmamba %s failed", args.command)
+        print(f"cmamba {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

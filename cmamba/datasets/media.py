@@ -19,8 +19,8 @@ def mux_clip(
     """Write ``out`` (.mp4, h264 + AAC) with the frames of ``video`` and the samples of ``audio``.
 
     size: (width, height) to rescale the frames to (e.g. (640, 360) for a 360p clip); loops: play both inputs
-    this many times in a row (longer clips for benchmarks); seconds: stop the video after this long (e.g. the
-    length of the audio). ``audio=None`` writes a video without sound.
+    this many times in a row (longer clips for benchmarks); seconds: stop both streams after this long.
+    ``audio=None`` writes a video without sound.
     """
     out = Path(out)
     with av.open(str(video)) as src_v, av.open(str(out), "w") as dst:
@@ -48,6 +48,8 @@ def mux_clip(
                 for _ in range(loops):
                     src_a.seek(0)
                     for frame in src_a.decode(audio=0):
+                        if seconds is not None and offset / a_out.rate >= seconds:
+                            break
                         frame.pts, frame.time_base = offset, Fraction(1, a_out.rate)
                         offset += frame.samples
                         dst.mux(a_out.encode(frame))

@@ -55,7 +55,7 @@ from cmamba.pipeline.shards import MODALITIES, iter_shard_rows, modality_columns
 SPLITS = ("train", "valid", "test")
 MMSA_KEY = {"text": "text", "audio": "audio", "video": "vision"}  # cmamba modality → MMSA key
 REQUIRED = ("id", "text", "audio", "vision", "regression_labels")
-OPTIONAL = ("raw_text", "text_bert", "audio_lengths", "vision_lengths", "annotations")
+OPTIONAL = ("raw_text", "text_bert", "text_lengths", "audio_lengths", "vision_lengths", "annotations")
 UNIMODAL = ("T", "A", "V")
 KNOWN = (*REQUIRED, *OPTIONAL, *(f"regression_labels_{u}" for u in UNIMODAL))
 SEPARATOR = "$_$"
@@ -112,13 +112,19 @@ class _Split:
             raise self.fail(key, f"{value.shape[0]} entries but the split has {n} ids")
         return value
 
+    def token_counts(self, n: int) -> np.ndarray:
+        """(N,) tokens per clip: the attention-mask sum of ``text_bert``."""
+        tokens = self.array("text_bert", 3, n)
+        if tokens.shape[1] != 3:
+            raise self.fail("text_bert", f"shape {tokens.shape}, expected (N, 3, L): ids, mask, token types")
+        return np.rint(tokens[:, 1, :].sum(1)).astype(np.int64)
+
     def lengths(self, n: int, rows: dict[str, int]) -> tuple[dict[str, np.ndarray], bool]:
         """(N,) rows to keep per modality, and whether the pickle is aligned (no audio/vision lengths)."""
-        if "text_bert" in self.part:
-            tokens = self.array("text_bert", 3, n)
-            if tokens.shape[1] != 3:
-                raise self.fail("text_bert", f"shape {tokens.shape}, expected (N, 3, L): ids, mask, token types")
-            text = np.rint(tokens[:, 1, :].sum(1)).astype(np.int64)
+        if "text_lengths" in self.part:  # cmamba's exports: text rows are words, not the text_bert tokens
+            text = self.array("text_lengths", 1, n).astype(np.int64)
+        elif "text_bert" in self.part:
+            text = self.token_counts(n)
         else:
             text = np.full(n, rows["text"], np.int64)
         has = ["audio_lengths" in self.part, "vision_lengths" in self.part]
@@ -131,7 +137,7 @@ class _Split:
             key = f"{MMSA_KEY[m]}_lengths"
             lengths[m] = np.minimum(text, rows[m]) if aligned else self.array(key, 1, n).astype(np.int64)
         for m, length in lengths.items():
-            key = "text_bert" if m == "text" and "text_bert" in self.part else f"{MMSA_KEY[m]}_lengths"
+            key = "text_bert" if m == "text" and "text_lengths" not in self.part else f"{MMSA_KEY[m]}_lengths"
             if length.size and (length.min() < 0 or length.max() > rows[m]):
                 raise self.fail(
                     key, f"lengths span [{length.min()}, {length.max()}] but {MMSA_KEY[m]} has {rows[m]} rows"
@@ -163,6 +169,7 @@ def _import_split(split: _Split) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     raw = split.array("raw_text", 1, n) if "raw_text" in split.part else [None] * n
     notes = split.array("annotations", 1, n) if "annotations" in split.part else [None] * n
     tokens = np.rint(split.array("text_bert", 3, n)).astype(np.int64) if "text_bert" in split.part else None
+    token_counts = split.token_counts(n) if tokens is not None else None
     dropped = {}
     for m in MODALITIES:
         beyond = np.arange(feats[m].shape[1])[None, :] >= lengths[m][:, None]  # (N, L) padding rows
@@ -193,7 +200,7 @@ def _import_split(split: _Split) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             seq = FeatureSequence(values, np.arange(T, dtype=np.float64), np.ones(T, bool), names[m], info)
             row.update(modality_columns(m, seq, None))
         if tokens is not None:
-            kept = tokens[i, :, : lengths["text"][i]]
+            kept = tokens[i, :, : token_counts[i]]
             row.update(token_ids=kept[0], token_mask=kept[1].astype(np.int8), token_type_ids=kept[2].astype(np.int8))
         rows.append(row)
     summary = {
@@ -409,7 +416,7 @@ def export_mmsa(
                 part["text_bert"] = values.transpose(0, 2, 1)  # (N, 3, L_tok), MMSA's row order
             else:
                 part[MMSA_KEY[key]] = values
-            if key in ("audio", "video"):
+            if key in ("text", "audio", "video"):  # MMSA reads audio/vision_lengths; text_lengths is for re-import
                 part[f"{MMSA_KEY[key]}_lengths"] = counts
         for u in unimodal:
             part[f"regression_labels_{u}"] = np.array([c.row[f"label_{u}"] for c in split], np.float32)

@@ -32,6 +32,7 @@ class MediaInfo:
     height: int | None
     sample_rate: int | None
     still_image: bool
+    video_duration: float | None = None  # the video stream's own length (a clip's sound may run longer)
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
@@ -63,6 +64,7 @@ def probe(path: str | Path) -> MediaInfo:
             height=video.codec_context.height if video is not None else None,
             sample_rate=audio.codec_context.sample_rate if audio is not None else None,
             still_image=still,
+            video_duration=float(video.duration * video.time_base) if video is not None and video.duration else None,
         )
 
 

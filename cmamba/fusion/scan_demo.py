@@ -1,6 +1,6 @@
-"""The embedded default job: show the coupled scan's stability, correctness and speed on this machine.
+"""The coupled scan at a glance: stability, correctness and speed on this machine.
 
-Run with ``cmamba demo``. Later releases turn this into the video-to-sentiment demo.
+Its summary opens ``cmamba demo``; the full benchmark is ``./run bench scan``.
 """
 
 from __future__ import annotations

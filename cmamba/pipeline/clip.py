@@ -108,6 +108,8 @@ def _video(path: Path, media: MediaInfo, config: ExtractionConfig) -> ModalityRe
     if not media.has_video:
         return ModalityResult("video", absent="no video stream")
     seq = get_extractor(EXTRACTOR_OF["video"], config.video).extract_file(path)
+    if media.video_duration:
+        seq.info["stream_duration"] = media.video_duration  # validate against the video stream, not the container
     if seq.info.get("face_frames", int(seq.mask.sum())) == 0:
         return ModalityResult("video", absent=f"no face found in any of the {seq.length} sampled frames")
     return ModalityResult("video", sequence=seq)

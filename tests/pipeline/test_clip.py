@@ -146,3 +146,15 @@ def test_bad_transcripts_are_text_errors_and_the_rest_is_kept(talking_clip, tmp_
 def test_word_alignment_without_a_transcript_is_named(tmp_path):
     clip = extract_clip(MEDIA / "carphone_pristine.mp4", ExtractionConfig(use_asr=False, align="word"))
     assert [e.stage for e in clip.errors] == ["align"] and "word times" in clip.errors[0].reason
+
+
+def test_sound_longer_than_the_picture_is_valid(tmp_path):
+    import soundfile as sf
+
+    from cmamba.datasets.media import mux_clip
+
+    speech, rate = sf.read(MEDIA / "arctic_a0007.wav", dtype="float32")
+    sf.write(tmp_path / "long.wav", np.concatenate([speech, speech]), rate)  # 8 s of sound, 4 s of video
+    clip = extract_clip(mux_clip(MEDIA / "carphone_pristine.mp4", tmp_path / "long.wav", tmp_path / "c.mp4"), NO_ASR)
+    assert clip.ok, clip.errors
+    assert clip.sequences["video"].timestamps[-1] < 4.1 < clip.sequences["audio"].timestamps[-1]
