@@ -176,7 +176,8 @@ def _peak_rss_mb() -> float:
 
 
 class _PinThreads(WorkerPlugin):
-    """Dask worker plugin: one torch thread per worker process (one worker per core)."""
+    """Dask worker plugin: one torch thread per worker process (workers of an external cluster, whose
+    environment cmamba does not set)."""
 
     def setup(self, worker: Any) -> None:
         import torch
@@ -198,8 +199,7 @@ def _dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
         processes = workers != 0  # 0: one in-process worker thread (debugging, small jobs)
         cluster = LocalCluster(n_workers=1 if workers == 0 else workers or os.cpu_count() or 1, threads_per_worker=1,
                                processes=processes, dashboard_address=":0", silence_logs=logging.ERROR)  # fmt: skip
-        with cluster, Client(cluster) as client:
-            client.register_plugin(_PinThreads(), name="cmamba-pin-threads")
+        with cluster, Client(cluster) as client:  # the environment above already gives torch one thread
             yield client
 
 
