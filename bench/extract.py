@@ -26,12 +26,11 @@ import argparse  # noqa: E402  (the thread settings above must precede every num
 import json  # noqa: E402
 import resource  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from benchutil import machine  # noqa: E402
+from benchutil import machine, median_seconds  # noqa: E402
 
 from cmamba.datasets.media import mux_clip  # noqa: E402
 from cmamba.extractors import get_extractor  # noqa: E402
@@ -46,13 +45,7 @@ SENTENCE = "and you always want to see it in the superlative degree"
 
 
 def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: loads models once per process, as a pipeline worker does
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return median_seconds(fn, "cpu", warmup=1, repeats=repeats)  # the warm-up loads the models, as a worker does
 
 
 def bench(clips: dict[str, Path], repeats: int) -> list[dict]:

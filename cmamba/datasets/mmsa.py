@@ -34,7 +34,6 @@ Export decisions:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -49,6 +48,7 @@ from numpy._core import multiarray
 from cmamba.datasets.safe_pickle import safe_load_pickle
 from cmamba.extractors.align import ALIGN_MODES, align
 from cmamba.extractors.base import FeatureSequence
+from cmamba.models import sha256_file
 from cmamba.pipeline.cache import cache_lock, finish_cache, read_manifest, shard_paths
 from cmamba.pipeline.shards import MODALITIES, iter_shard_rows, modality_columns, row_sequences
 
@@ -66,14 +66,6 @@ class MMSAFormatError(ValueError):
 
 
 # --- import -------------------------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _string(value: Any) -> str | None:
@@ -250,7 +242,7 @@ def import_mmsa(pkl: str | Path, out_cache: str | Path, clips_per_shard: int = 1
     except (TypeError, ValueError):
         config = f"present but not JSON-serialisable ({type(config).__name__})"
     manifest = {
-        "source": {"kind": "mmsa-pickle", "path": str(pkl.resolve()), "sha256": _sha256(pkl)},
+        "source": {"kind": "mmsa-pickle", "path": str(pkl.resolve()), "sha256": sha256_file(pkl)},
         "time_unit": "step",
         "align": "word" if is_aligned else "native",
         "aligned": is_aligned,

@@ -20,14 +20,6 @@ from cmamba.extractors.transcript import Transcript
 from cmamba.pipeline.clip import ModalityResult
 
 
-def content_digest(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def part_key(**fields: Any) -> str:
     """A stable hash of JSON-able ``fields``."""
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()

@@ -34,10 +34,11 @@ from cmamba.extractors import get_extractor
 from cmamba.extractors.asr import asr_status, describe_asr
 from cmamba.extractors.decode import probe
 from cmamba.extractors.transcript import find_transcript
+from cmamba.models import sha256_file
 from cmamba.pipeline.cache import CacheError, cache_lock, shard_file, write_json_atomic, write_manifest, write_shard
 from cmamba.pipeline.clip import EXTRACTOR_OF, MODALITIES, ClipError, ExtractionConfig, extract_modality, join_clip
 from cmamba.pipeline.layout import LABEL_COLUMNS, ClipSpec
-from cmamba.pipeline.parts import content_digest, load_part, part_key, part_path, save_part
+from cmamba.pipeline.parts import load_part, part_key, part_path, save_part
 from cmamba.pipeline.shards import modality_columns
 
 log = logging.getLogger("cmamba.pipeline")
@@ -77,7 +78,7 @@ def _part_keys(spec: ClipSpec, digest: str, config: ExtractionConfig) -> dict[st
         extra: dict[str, Any] = {}
         if m == "text":
             sidecar = find_transcript(spec.path) if spec.text is None else None
-            extra = {"text": spec.text, "sidecar": content_digest(sidecar) if sidecar else None}
+            extra = {"text": spec.text, "sidecar": sha256_file(sidecar) if sidecar else None}
         keys[m] = part_key(digest=digest, modality=m, name=extractor.name, version=extractor.version,
                            settings=_modality_config(config, m), **extra)  # fmt: skip
     return keys
@@ -165,7 +166,7 @@ def _digests(cache: Path, clips: list[ClipSpec]) -> dict[str, str | None]:
         stat, name = Path(spec.path).stat(), str(Path(spec.path).resolve())
         known = index.get(name)
         if not known or known[:2] != [stat.st_size, stat.st_mtime_ns]:
-            index[name] = known = [stat.st_size, stat.st_mtime_ns, content_digest(Path(spec.path))]
+            index[name] = known = [stat.st_size, stat.st_mtime_ns, sha256_file(Path(spec.path))]
         digests[spec.clip_id] = known[2]
     write_json_atomic(index_path, index)
     return digests
