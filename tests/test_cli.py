@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -153,3 +154,12 @@ def test_demo_runs_to_a_report(tmp_path):
     assert "illustrat" in done.stdout and (tmp_path / "demo" / "report.html").is_file()
     scores = json.loads((tmp_path / "demo" / "scores.json").read_text())
     assert len(scores["clips"]) == 13 and not scores["failed"]
+
+
+def test_a_missing_face_model_prints_the_fix(tmp_path):
+    env = {**os.environ, "CMAMBA_MODELS_DIR": str(tmp_path / "no-models")}
+    done = subprocess.run([sys.executable, "-m", "cmamba", "extract", MEDIA / "carphone_pristine.mp4", "--out",
+                           tmp_path / "c"], capture_output=True, text=True, env=env)  # fmt: skip
+    assert done.returncode == 1 and "cmamba models install" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "cmamba", "doctor"], capture_output=True, text=True, env=env)
+    assert done.returncode == 1 and "cmamba models install" in done.stdout

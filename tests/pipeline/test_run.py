@@ -164,3 +164,21 @@ def test_unwritable_output_is_a_clean_error(folder, tmp_path):
     blocker.write_text("a file where the cache folder should go")
     with pytest.raises(CacheError, match="cannot write the cache folder"):
         run_extraction(folder_clips(folder), blocker / "cache", CONFIG, workers=0, progress=False)
+
+
+def test_a_full_disk_fails_items_not_the_run_and_the_next_run_completes(folder, tmp_path, monkeypatch):
+    import errno
+
+    import cmamba.pipeline.run as run_module
+
+    def disk_full(path, result):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    out = tmp_path / "cache"
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "save_part", disk_full)  # workers=0: the tasks run in this process
+        summary = run_extraction(folder_clips(folder), out, CONFIG, workers=0, progress=False)
+    assert summary.failed == {"cache": 3, "open": 1}
+    assert all("No space left" in e["reason"] for e in read_errors(out) if e["stage"] == "cache")
+    summary = run_extraction(folder_clips(folder), out, CONFIG, workers=0, progress=False)
+    assert summary.failed == {"open": 1} and set(rows_by_id(out)) == {"session1/talk", "session1/silent", "speech"}
