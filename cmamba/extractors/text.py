@@ -69,7 +69,9 @@ def model_directory(config: TextConfig) -> Path:
 
 def _load(directory: Path):
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per worker is noise in a batch job's output
     tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     model = AutoModel.from_pretrained(str(directory), local_files_only=True, use_safetensors=True).eval()
     return tokenizer, model
