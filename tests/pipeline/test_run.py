@@ -182,3 +182,38 @@ def test_a_full_disk_fails_items_not_the_run_and_the_next_run_completes(folder, 
     assert all("No space left" in e["reason"] for e in read_errors(out) if e["stage"] == "cache")
     summary = run_extraction(folder_clips(folder), out, CONFIG, workers=0, progress=False)
     assert summary.failed == {"open": 1} and set(rows_by_id(out)) == {"session1/talk", "session1/silent", "speech"}
+
+
+def _worker_processes(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes() if int(fields[1]) == pid else b""
+        except OSError:  # the process ended meanwhile
+            continue
+        if b"spawn_main" in command and b"resource_tracker" not in command:  # a Dask worker process
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_killed_worker_is_replaced_and_the_run_completes(folder, tmp_path):
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(6):
+        shutil.copy(folder / "session1" / "talk.mp4", many / f"clip{i}.mp4")
+        with open(many / f"clip{i}.mp4", "ab") as f:
+            f.write(bytes([i]))
+    out = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(many), str(out)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(out.glob("parts/*/*/*.npz"))) < 2:
+        time.sleep(0.2)
+    workers = _worker_processes(proc.pid)
+    assert len(workers) == 2, "the local cluster's 2 worker processes are children of the driver"
+    os.kill(workers[0], signal.SIGKILL)  # Dask's nanny restarts it and the scheduler reruns its tasks
+    assert proc.wait(timeout=300) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["clips"] == 6 and manifest["counts"]["failed"] == 0
+    assert set(rows_by_id(out)) == {f"clip{i}" for i in range(6)}
