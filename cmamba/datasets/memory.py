@@ -63,8 +63,14 @@ class FeatureDataset(Dataset):
         }
 
 
-def collate(samples: list[dict]) -> dict:
-    """Right-pad each modality to the longest sample: {name: (B, L, D), "lengths", "present", "labels", "ids"}."""
+def collate(samples: list[dict], padding: str = "right") -> dict:
+    """Pad each modality to the longest sample: {name: (B, L, D), "lengths", "present", "labels", "ids"}.
+
+    cmamba's models read the valid prefix (``padding="right"``, what ``train`` uses); ``padding="left"`` puts
+    the padding first, as MulT-style models expect — pass ``functools.partial(collate, padding="left")``.
+    """
+    if padding not in ("right", "left"):
+        raise ValueError(f"padding={padding!r}: choose 'right' or 'left'")
     names = list(samples[0]["features"])
     batch: dict = {"lengths": {}, "present": {}}
     for name in names:
@@ -73,7 +79,10 @@ def collate(samples: list[dict]) -> dict:
         dim = next(x.shape[1] for x in seqs)
         padded = np.zeros((len(seqs), max(1, int(lengths.max())), dim), np.float32)
         for i, x in enumerate(seqs):
-            padded[i, : len(x)] = x
+            if padding == "right":
+                padded[i, : len(x)] = x
+            elif len(x):
+                padded[i, -len(x) :] = x
         batch[name] = torch.from_numpy(padded)
         batch["lengths"][name] = lengths
         batch["present"][name] = torch.tensor([s["present"][name] for s in samples])

@@ -39,6 +39,11 @@ def split_words(text: str) -> list[str]:
     return words
 
 
+def weights_file(directory: Path) -> Path | None:
+    """The weights file of a local model directory (safetensors preferred), or None."""
+    return next((directory / n for n in ("model.safetensors", "pytorch_model.bin") if (directory / n).is_file()), None)
+
+
 def model_directory(config: TextConfig) -> Path:
     """The local directory of ``config.model``, its weights verified by sha256 when a hash is known."""
     if config.model == PACKAGED_MINILM:
@@ -53,9 +58,7 @@ def model_directory(config: TextConfig) -> Path:
             f"text model {config.model!r} is not a local model directory (no config.json); cmamba never downloads "
             "models — pass the path of a downloaded Hugging Face model folder"
         )
-    weights = next(
-        (directory / n for n in ("model.safetensors", "pytorch_model.bin") if (directory / n).is_file()), None
-    )
+    weights = weights_file(directory)
     if weights is None:
         raise ValueError(f"text model directory {directory} has no model.safetensors")
     if expected is not None:

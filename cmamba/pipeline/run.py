@@ -33,6 +33,7 @@ from tqdm import tqdm
 from cmamba.extractors import get_extractor
 from cmamba.extractors.asr import asr_status, describe_asr
 from cmamba.extractors.decode import probe
+from cmamba.extractors.text import weights_file
 from cmamba.extractors.transcript import find_transcript
 from cmamba.models import sha256_file
 from cmamba.pipeline.cache import CacheError, cache_lock, shard_file, write_json_atomic, write_manifest, write_shard
@@ -210,10 +211,13 @@ def _preflight(config: ExtractionConfig) -> tuple[dict[str, int], dict[str, list
     for m in config.modalities:
         extractor = get_extractor(EXTRACTOR_OF[m], getattr(config, m))
         if m == "video":
-            from cmamba.models import resolve_face_model, sha256_file
+            from cmamba.models import resolve_face_model
 
             model = resolve_face_model(config.video.model_path)
             described["face_model"] = {"path": str(model), "sha256": sha256_file(model)}
+        if m == "text":
+            weights = weights_file(extractor.directory)
+            described["text_model"] = {"path": str(extractor.directory), "sha256": sha256_file(weights)}
         dims[m], names[m] = extractor.feature_dim, list(extractor.feature_names)
         described[m] = extractor.describe()
     if "text" in config.modalities and config.use_asr:

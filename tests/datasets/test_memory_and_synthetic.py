@@ -19,6 +19,15 @@ def test_collate_pads_right_and_records_lengths_and_presence():
     assert ds.schema() == {"modalities": {"a": {"dim": 2}, "b": {"dim": 4}}, "label_range": [-1.0, 0.5]}
 
 
+def test_collate_can_pad_left_for_mult_style_models():
+    ds = FeatureDataset({"a": [np.ones((3, 2)), np.ones((5, 2)) * 2, np.zeros((0, 2))]}, labels=[0.5, -1.0, 0.0])
+    batch = collate([ds[0], ds[1], ds[2]], padding="left")
+    assert float(batch["a"][0, :2].abs().sum()) == 0.0 and batch["a"][0, 2:].eq(1).all()
+    assert batch["a"][1].eq(2).all() and batch["a"][2].eq(0).all() and batch["lengths"]["a"].tolist() == [3, 5, 0]
+    with pytest.raises(ValueError, match="choose 'right' or 'left'"):
+        collate([ds[0]], padding="middle")
+
+
 def test_dataset_rejects_inconsistent_inputs():
     with pytest.raises(ValueError, match="modality 'a' has 1 samples but there are 2 labels"):
         FeatureDataset({"a": [np.ones((3, 2))]}, labels=[0.0, 1.0])

@@ -22,6 +22,7 @@ import torch
 from cmamba.datasets.memory import collate
 from cmamba.datasets.shards import ShardDataset
 from cmamba.extractors.audio import AudioConfig
+from cmamba.extractors.text import MINILM_SHA256
 from cmamba.pipeline.cache import CacheError, cache_lock, read_errors, read_manifest, shard_paths
 from cmamba.pipeline.clip import ExtractionConfig
 from cmamba.pipeline.layout import folder_clips
@@ -67,6 +68,7 @@ def test_shards_manifest_and_errors(cache):
     assert (
         manifest["extractors"]["video"]["version"] == "1" and len(manifest["extractors"]["face_model"]["sha256"]) == 64
     )
+    assert manifest["extractors"]["text_model"]["sha256"] == MINILM_SHA256
     assert manifest["config"]["use_asr"] is False and manifest["versions"]["dask"]
     assert len(manifest["feature_names"]["video"]) == 58 and manifest["shards"] == [
         "shards/shard-00000.parquet",
