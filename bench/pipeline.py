@@ -26,7 +26,7 @@ import numpy as np
 from benchutil import machine
 from torch.utils.data import DataLoader
 
-from cmamba.datasets.media import mux_clip
+from cmamba.datasets.media import distinct_copy, mux_clip
 from cmamba.datasets.memory import collate
 from cmamba.datasets.shards import ShardDataset
 from cmamba.extractors.base import FeatureSequence
@@ -45,9 +45,7 @@ def make_folder(root: Path, clips: int) -> tuple[Path, float]:
     folder = root / "clips"
     folder.mkdir()
     for i in range(clips):
-        shutil.copy(talk, folder / f"clip{i:03d}.mp4")
-        with open(folder / f"clip{i:03d}.mp4", "ab") as f:
-            f.write(i.to_bytes(2, "little"))  # a distinct content digest per copy
+        distinct_copy(talk, folder / f"clip{i:03d}.mp4", i)  # every clip is extracted, none comes from the cache
     labels = [f"clip{i:03d},{(i % 7) - 3},train,{SENTENCE}" for i in range(clips)]
     (folder / "labels.csv").write_text("clip_id,label,split,text\n" + "\n".join(labels) + "\n")
     return folder, 4.0 * clips

@@ -64,21 +64,20 @@ def _extract(args: argparse.Namespace) -> int:
     from cmamba.jobs import extract
 
     config = _config(args, EXTRACT_FLAGS)
-    options = config.extract_options
-    summary = extract(args.input, args.out, config.extraction(), options["workers"], options["scheduler"],
-                      options["clips_per_shard"])  # fmt: skip
-    _save_config(Path(args.out), config)
-    print(summary)
-    return 0 if summary.clips > sum(summary.failed.values()) else 1
+    summary = extract(args.input, args.out, config.extraction(), **config.extract_options)
+    return _extraction_done(args, config, summary)
 
 
 def _prepare(args: argparse.Namespace) -> int:
     from cmamba.jobs import prepare
 
     config = _config(args, EXTRACT_FLAGS)
-    options = config.extract_options
-    summary = prepare(args.dataset, args.corpus_dir, args.out, config.extraction(), options["workers"],
-                      options["scheduler"])  # fmt: skip
+    summary = prepare(args.dataset, args.corpus_dir, args.out, config.extraction(), **config.extract_options)
+    return _extraction_done(args, config, summary)
+
+
+def _extraction_done(args: argparse.Namespace, config: Any, summary: Any) -> int:
+    """Save the resolved config with the cache and report; failing only when no clip could be extracted."""
     _save_config(Path(args.out), config)
     print(summary)
     return 0 if summary.clips > sum(summary.failed.values()) else 1

@@ -64,6 +64,7 @@ def prepare(
     config: ExtractionConfig | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
+    clips_per_shard: int = 1000,
     progress: bool = True,
 ) -> RunSummary:
     """Extract a benchmark corpus (MOSI, MOSEI, CH-SIMS, CH-SIMS v2) from its ``label.csv`` + ``Raw/`` layout."""
@@ -71,7 +72,7 @@ def prepare(
         raise ValueError(f"dataset {dataset!r} is not one of {BENCHMARKS}")
     clips = benchmark_clips(corpus_dir)
     source = {"kind": "benchmark", "dataset": dataset, "path": str(Path(corpus_dir).resolve())}
-    return run_extraction(clips, out, config, workers, scheduler, 1000, source, progress)
+    return run_extraction(clips, out, config, workers, scheduler, clips_per_shard, source, progress)
 
 
 def _splits(cache: str | Path, align: str | None, label: str = "label") -> dict[str, Any]:
@@ -105,9 +106,8 @@ def train_cache(
     """
     sets = _splits(cache, align)
     model_config = FusionConfig(modalities=sets["train"].dims(), **dict(model or {}))
-    summary = train_seeds(model_config, train or TrainConfig(), sets["train"], sets["valid"], out, sets.get("test"),
-                          tuple(seeds))  # fmt: skip
-    return summary
+    return train_seeds(model_config, train or TrainConfig(), sets["train"], sets["valid"], out, sets.get("test"),
+                       tuple(seeds))  # fmt: skip
 
 
 def best_checkpoint(run: str | Path) -> Path:
@@ -128,11 +128,12 @@ def evaluate_run(
     """MMSA metrics of the run's best checkpoint on ``split`` of ``cache`` (Table 12 drop at ``missing_rate``)."""
     from cmamba.datasets.shards import ShardDataset
 
-    model, meta = load_checkpoint(best_checkpoint(run))
+    checkpoint = best_checkpoint(run)
+    model, meta = load_checkpoint(checkpoint)
     extraction = (meta.get("schema") or {}).get("extraction") or {}
     data = ShardDataset(cache, split=split, align=extraction.get("align"), modalities=tuple(model.names))
     if not len(data):
         raise ValueError(f"{cache} has no clips in split {split!r}")
     check_schema(meta["schema"], data.dims(), f"the checkpoint in {run}")
-    name = dataset or json.loads((Path(best_checkpoint(run)).parent / "config.json").read_text())["train"]["dataset"]
+    name = dataset or json.loads((checkpoint.parent / "config.json").read_text())["train"]["dataset"]
     return evaluate(model, data, name, missing_rate=missing_rate)

