@@ -30,8 +30,8 @@ from collections.abc import Callable
 import torch
 from benchutil import cuda_peak_mb, machine, median_seconds, peak_rss_mb
 
-from cmamba.fusion.init import mamba_A, mamba_delta_bias
-from cmamba.fusion.scan import coupled_scan, coupled_scan_ref, scan_backend
+from cmamba.fusion.layers import mamba_A, mamba_delta_bias
+from cmamba.fusion.ops.coupled_scan import coupled_scan, coupled_scan_ref, scan_backend
 
 IMPLEMENTATIONS = ("reference", "fast", "torch", "M x mamba", "none")
 

@@ -219,7 +219,7 @@ def _gpu_kernels() -> list[Check]:
 def _scan_backend() -> list[Check]:
     import torch
 
-    from cmamba.fusion.scan import scan_backend
+    from cmamba.fusion.ops.coupled_scan import scan_backend
 
     devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     checks = []

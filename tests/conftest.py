@@ -9,7 +9,7 @@ from cmamba.datasets.media import mux_clip
 MEDIA = Path(__file__).parent / "fixtures" / "media"
 
 # Without a GPU the Triton kernels run in Triton's interpreter on CPU tensors. Triton reads this when a kernel
-# module is imported, so it is set before any test imports cmamba.fusion._scan_triton.
+# module is imported, so it is set before any test imports cmamba.fusion.ops.triton.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

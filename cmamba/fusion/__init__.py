@@ -1,5 +1,12 @@
-"""Fusion stage: the coupled selective scan (``scan``) and, built on it, the Coupled Mamba model."""
+"""The fusion stage: the Coupled Mamba model and everything that trains and evaluates it.
 
-from cmamba.fusion.scan import coupled_scan, coupled_scan_ref, coupled_step, scan_backend
+Three layers, as in mamba-ssm: ``ops`` (the coupled scan kernels and their reference; no model), ``layers``
+(the SSM initialisation, projection, resampling, the Coupled Mamba layer, crossmodal attention) and the model
+(``config``, ``model``), with ``checkpoint`` (safetensors + JSON), ``train`` (train / evaluate / predict,
+DDP) and ``metrics`` (MMSA's metrics). Modules here import torch, ``cmamba.constants``, ``cmamba.errors`` and
+``cmamba.io``; never the extractors, the pipeline, the datasets, the app layer or the CLI.
+"""
+
+from cmamba.fusion.ops import coupled_scan, coupled_scan_ref, coupled_step, scan_backend
 
 __all__ = ["coupled_scan", "coupled_scan_ref", "coupled_step", "scan_backend"]

@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from cmamba.fusion.config import FusionConfig
-from cmamba.fusion.layers import CoupledMambaLayer, CrossModalFusion, ModalityProjection
-from cmamba.fusion.resample import resample
+from cmamba.fusion.layers import CoupledMambaLayer, CrossModalFusion, ModalityProjection, resample
 
 _CHAIN_COUPLING = {"mamba": "none", "released": "none"}
 

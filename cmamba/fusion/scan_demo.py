@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import torch
 
-from cmamba.fusion.init import mamba_A, mamba_delta_bias
-from cmamba.fusion.scan import coupled_scan, coupled_scan_ref, coupled_step, scan_backend
+from cmamba.fusion.layers import mamba_A, mamba_delta_bias
+from cmamba.fusion.ops.coupled_scan import coupled_scan, coupled_scan_ref, coupled_step, scan_backend
 
 
 def _inputs(batch: int, M: int, E: int, N: int, L: int, seed: int = 0):

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from cmamba.fusion.config import COUPLINGS, FUSIONS, FusionConfig
-from cmamba.fusion.layers import MambaBlockParams
+from cmamba.fusion.layers import MambaBlockParams, resample
 from cmamba.fusion.model import build_model
-from cmamba.fusion.resample import resample
 
 DIMS = {"text": 12, "audio": 5, "vision": 7}
 

@@ -292,16 +292,16 @@ def _core(backend: str, u, delta, delta_bias, delta_softplus: bool, A, B, C, w, 
     Returns y without the D skip and gate (batch, M, E, L) and the last states (batch, K, E, N).
     """
     if backend == "cpu":  # the numba kernels fuse the Δ discretisation
-        from cmamba.fusion._scan_cpu import CoupledScanCPU
+        from cmamba.fusion.ops.cpu import CoupledScanCPU
 
         bias = delta_bias if delta_bias is not None else delta.new_zeros(delta.shape[1:3])
         return CoupledScanCPU.apply(u, delta, bias, delta_softplus, A, B, C, w, independent)
     dt = _discretise(delta, delta_bias, delta_softplus)
     if backend == "triton":
-        from cmamba.fusion._scan_triton import CoupledScanTriton
+        from cmamba.fusion.ops.triton import CoupledScanTriton
 
         return CoupledScanTriton.apply(u, dt, A, B, C, w, independent)
-    from cmamba.fusion._scan_torch import coupled_scan_chunked
+    from cmamba.fusion.ops.chunked import coupled_scan_chunked
 
     return coupled_scan_chunked(u, dt, A, B, C, w, independent)
 

@@ -1,7 +1,7 @@
 """Fused CPU kernels (numba) for the coupled selective scan core.
 
 The core computes, for every (batch b, channel d) row independently, the diagonal recurrence of
-``cmamba.fusion.scan`` (see its glossary) with the state kept in a length-N buffer in L1 cache, so the
+``cmamba.fusion.ops.coupled_scan`` (see its glossary) with the state kept in a length-N buffer in L1 cache, so the
 (batch, M, E, N, L) tensors of the naive formulation are never materialised:
 
     S^m_t = exp(Δ^m_t A^m)                      (ZOH for A)

@@ -7,8 +7,8 @@ import functools
 import pytest
 import torch
 
-from cmamba.fusion.scan import coupled_scan, coupled_scan_ref
-from tests.fusion.scan_inputs import NAMES, leaf_copy, make_inputs, probe
+from cmamba.fusion.ops.coupled_scan import coupled_scan, coupled_scan_ref
+from tests.fusion.ops.scan_inputs import NAMES, leaf_copy, make_inputs, probe
 
 # max |fast - ref| / max |ref| per tensor. bf16: both paths compute in float32 and round once to bfloat16.
 TOLERANCE = {torch.float32: 5e-5, torch.bfloat16: 2e-2}
@@ -76,7 +76,7 @@ def test_float64_runs_in_float64(mode):
 
 def test_chunk_boundaries_do_not_matter():
     """The chunked path gives the same result for any chunk size (chunking is exact, not an approximation)."""
-    from cmamba.fusion._scan_torch import coupled_scan_chunked
+    from cmamba.fusion.ops.chunked import coupled_scan_chunked
 
     x = make_inputs(BATCH, 3, E, N, 37, torch.float64)
     w = torch.full((3,), 1 / 3, dtype=torch.float64)

@@ -10,9 +10,9 @@ import types
 import pytest
 import torch
 
-from cmamba.fusion.init import mamba_A, mamba_delta_bias
-from cmamba.fusion.scan import coupled_scan, coupled_scan_ref, coupled_step, scan_backend
-from tests.fusion.scan_inputs import NAMES, leaf_copy, make_inputs, probe
+from cmamba.fusion.layers import mamba_A, mamba_delta_bias
+from cmamba.fusion.ops.coupled_scan import coupled_scan, coupled_scan_ref, coupled_step, scan_backend
+from tests.fusion.ops.scan_inputs import NAMES, leaf_copy, make_inputs, probe
 
 
 def mamba_selective_scan_ref():
