@@ -34,9 +34,9 @@ from benchutil import machine, median_seconds  # noqa: E402
 
 from cmamba.datasets.media import mux_clip  # noqa: E402
 from cmamba.extractors import get_extractor  # noqa: E402
-from cmamba.extractors.asr import asr_status, transcribe  # noqa: E402
 from cmamba.extractors.decode import probe, read_audio, read_frames  # noqa: E402
-from cmamba.extractors.text import split_words  # noqa: E402
+from cmamba.extractors.transcripts import split_words  # noqa: E402
+from cmamba.extractors.transcripts.asr import asr_status, transcribe  # noqa: E402
 from cmamba.pipeline.clip import ExtractionConfig, extract_clip  # noqa: E402
 
 torch.set_num_threads(1)

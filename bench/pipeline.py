@@ -27,14 +27,14 @@ from benchutil import machine
 from torch.utils.data import DataLoader
 
 from cmamba.datasets.media import distinct_copy, mux_clip
-from cmamba.datasets.memory import collate
 from cmamba.datasets.shards import ShardDataset
 from cmamba.extractors.base import FeatureSequence
-from cmamba.pipeline.cache import finish_cache
+from cmamba.fusion.batch import collate
+from cmamba.pipeline.cache.schema import modality_columns
+from cmamba.pipeline.cache.store import finish_cache
 from cmamba.pipeline.clip import ExtractionConfig
 from cmamba.pipeline.layout import folder_clips
 from cmamba.pipeline.run import run_extraction
-from cmamba.pipeline.shards import modality_columns
 
 MEDIA = Path(__file__).parents[1] / "tests" / "fixtures" / "media"
 SENTENCE = "and you always want to see it in the superlative degree"

@@ -22,7 +22,7 @@ log = logging.getLogger("cmamba")
 
 def _log_file(args: argparse.Namespace) -> Path:
     """Beside the command's output (``--out``), else in the cache folder's ``logs/``."""
-    from cmamba.models import models_dir
+    from cmamba.assets import models_dir
 
     out = getattr(args, "out", None)
     directory = Path(out).expanduser() if out else models_dir().parent / "logs"
@@ -43,7 +43,7 @@ def _setup_logging(path: Path) -> None:
 
 def _config(args: argparse.Namespace, flags: dict[str, str]):
     """The resolved config: defaults ← --config FILE ← the flags given on the command line."""
-    from cmamba.config import load_config
+    from cmamba.app.config import load_config
 
     overrides = {key: getattr(args, name) for name, key in flags.items() if getattr(args, name, None) is not None}
     return load_config(getattr(args, "config", None), overrides)
@@ -61,7 +61,7 @@ TRAIN_FLAGS = {"fusion": "model.fusion", "epochs": "train.epochs", "seeds": "tra
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from cmamba.jobs import extract
+    from cmamba.app.extract import extract
 
     config = _config(args, EXTRACT_FLAGS)
     summary = extract(args.input, args.out, config.extraction(), **config.extract_options)
@@ -69,7 +69,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from cmamba.jobs import prepare
+    from cmamba.app.extract import prepare
 
     config = _config(args, EXTRACT_FLAGS)
     summary = prepare(args.dataset, args.corpus_dir, args.out, config.extraction(), **config.extract_options)
@@ -111,7 +111,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cmamba.jobs import train_cache
+    from cmamba.app.runs import train_cache
 
     config = _config(args, TRAIN_FLAGS)
     _save_config(Path(args.out), config)
@@ -124,7 +124,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from cmamba.jobs import evaluate_run
+    from cmamba.app.runs import evaluate_run
 
     metrics = evaluate_run(args.run, args.cache, args.split, args.missing_rate)
     print(json.dumps(metrics, indent=2))
@@ -132,7 +132,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from cmamba.score import score
+    from cmamba.app.score import score
 
     result = score(args.input, args.model, args.out, workers=args.workers)
     print(f"scored {len(result['clips'])} clips, {len(result['failed'])} failed; "
@@ -143,14 +143,14 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cmamba.demo import run_demo
+    from cmamba.app.demo import run_demo
 
     run_demo(args.out, workers=args.workers)
     return 0
 
 
 def _models_install(args: argparse.Namespace) -> int:
-    from cmamba.models import ModelInstallError, install_models
+    from cmamba.assets import ModelInstallError, install_models
 
     try:
         paths = install_models(source=args.source, force=args.force)
@@ -163,7 +163,7 @@ def _models_install(args: argparse.Namespace) -> int:
 
 
 def _models_verify(args: argparse.Namespace) -> int:
-    from cmamba.models import verify_models
+    from cmamba.assets import verify_models
 
     statuses = verify_models()
     rows = [("name", "path", "status", "fix")]
@@ -176,13 +176,13 @@ def _models_verify(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from cmamba.doctor import doctor
+    from cmamba.app.doctor import doctor
 
     return doctor()
 
 
 def _config_dump_default(args: argparse.Namespace) -> int:
-    from cmamba.config import dump_default
+    from cmamba.app.config import dump_default
 
     print(dump_default(args.format), end="")
     return 0
@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from cmamba.jobs import NoMediaError
+    from cmamba.app.extract import NoMediaError
 
     try:
         log_path = _log_file(args)

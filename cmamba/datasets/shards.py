@@ -23,8 +23,8 @@ from torch.utils.data import Dataset, Sampler
 
 from cmamba.extractors.align import ALIGN_MODES, align
 from cmamba.extractors.base import FeatureSequence
-from cmamba.pipeline.cache import read_manifest
-from cmamba.pipeline.shards import MODALITIES
+from cmamba.pipeline.cache.schema import MODALITIES
+from cmamba.pipeline.cache.store import read_manifest
 
 LABELS = ("label", "label_T", "label_A", "label_V")
 

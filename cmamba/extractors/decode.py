@@ -13,13 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-
-class MediaError(ValueError):
-    """A clip that cannot be decoded; ``stage`` is "open", "video" or "audio"."""
-
-    def __init__(self, path: str | Path, stage: str, reason: str):
-        super().__init__(f"{path}: {stage}: {reason}")
-        self.path, self.stage, self.reason = str(path), stage, reason
+from cmamba.errors import MediaError
 
 
 @dataclass(frozen=True)

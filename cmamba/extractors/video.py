@@ -10,7 +10,7 @@ face looking along the camera axis, upright. pitch > 0: looking down; yaw > 0: t
 (the subject's left); roll > 0: tilted counter-clockwise in the image. tx, ty, tz: the face's position in cm
 (tx > 0 right of the optical axis, ty > 0 above it, tz < 0 in front of the camera).
 
-The model file comes from ``cmamba.models`` (``cmamba models install``); nothing is downloaded here.
+The model file comes from ``cmamba.assets`` (``cmamba models install``); nothing is downloaded here.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cmamba.assets import resolve_face_model
 from cmamba.extractors.base import Extractor, FeatureSequence, register_extractor, shared_model
 from cmamba.extractors.decode import read_frames
-from cmamba.models import resolve_face_model
 
 if TYPE_CHECKING:
     from mediapipe.tasks.python import vision

@@ -7,28 +7,16 @@ ones the model was trained on, naming the modality and both dims.
 from __future__ import annotations
 
 import json
-import os
-import platform
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model, save_model
 
-import cmamba
 from cmamba.fusion.config import FusionConfig
 from cmamba.fusion.model import FusionModel, build_model
+from cmamba.io import atomic_path, atomic_write, tool_versions
 
 WEIGHTS, META = "model.safetensors", "model.json"
-
-
-def versions() -> dict[str, str]:
-    return {"cmamba": cmamba.__version__, "torch": torch.__version__, "python": platform.python_version()}
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(directory: str | Path, model: FusionModel, schema: dict | None = None, **extra) -> Path:
@@ -37,11 +25,11 @@ def save_checkpoint(directory: str | Path, model: FusionModel, schema: dict | No
     directory.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     schema = schema or {"modalities": {n: {"dim": d} for n, d in model.config.modalities.items()}}
-    tmp = directory / (WEIGHTS + ".tmp")
-    save_model(model, str(tmp))
-    os.replace(tmp, directory / WEIGHTS)
-    meta = {"format": "cmamba-checkpoint", "config": model.config.to_dict(), "schema": schema, "versions": versions()}
-    _atomic_write(directory / META, json.dumps({**meta, **extra}, indent=2))
+    with atomic_path(directory / WEIGHTS) as tmp:
+        save_model(model, str(tmp))
+    meta = {"format": "cmamba-checkpoint", "config": model.config.to_dict(), "schema": schema,
+            "versions": tool_versions()}  # fmt: skip
+    atomic_write(directory / META, json.dumps({**meta, **extra}, indent=2))
     return directory
 
 

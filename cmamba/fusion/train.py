@@ -31,11 +31,12 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from cmamba.datasets.memory import collate
-from cmamba.fusion.checkpoint import check_schema, load_checkpoint, save_checkpoint, versions
+from cmamba.fusion.batch import collate
+from cmamba.fusion.checkpoint import check_schema, load_checkpoint, save_checkpoint
 from cmamba.fusion.config import FusionConfig
 from cmamba.fusion.metrics import DATASETS, compute_metrics
 from cmamba.fusion.model import FusionModel, build_model
+from cmamba.io import tool_versions
 
 DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
 
@@ -180,7 +181,7 @@ def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Data
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         config = {"model": model.config.to_dict(), "train": dataclasses.asdict(train_config), "schema": schema,
-                  "versions": versions(), "world_size": dist.get_world_size() if distributed else 1}  # fmt: skip
+                  "versions": tool_versions(), "world_size": dist.get_world_size() if distributed else 1}  # fmt: skip
         (run_dir / "config.json").write_text(json.dumps(config, indent=2))
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     generator = torch.Generator().manual_seed(train_config.seed)

@@ -15,21 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cmamba.extractors import asr as asr_lib
 from cmamba.extractors import get_extractor, validate_sequence
 from cmamba.extractors.align import ALIGN_MODES, align
-from cmamba.extractors.asr import AsrConfig
 from cmamba.extractors.audio import AudioConfig
 from cmamba.extractors.base import FeatureSequence
 from cmamba.extractors.decode import MediaInfo, probe, read_audio
 from cmamba.extractors.text import TextConfig
-from cmamba.extractors.transcript import (
+from cmamba.extractors.transcripts import (
     Transcript,
     find_transcript,
     read_transcript,
     time_words,
     transcript_from_text,
 )
+from cmamba.extractors.transcripts import asr as asr_lib
+from cmamba.extractors.transcripts.asr import AsrConfig
 from cmamba.extractors.video import FaceConfig
 
 MODALITIES = ("text", "audio", "video")

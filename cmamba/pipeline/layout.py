@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cmamba.errors import LayoutError
+
 SPLITS = ("train", "valid", "test")
 BENCHMARKS = ("mosi", "mosei", "sims", "simsv2")
 LABEL_COLUMNS = ("label", "label_T", "label_A", "label_V")
@@ -26,10 +28,6 @@ MEDIA_SUFFIXES = frozenset(
     ".mp4 .avi .mkv .mov .webm .flv .m4v .mpg .mpeg .wmv .3gp .ts .wav .flac .mp3 .m4a .ogg .opus .aac .wma "
     ".png .jpg .jpeg .bmp .webp .tif .tiff".split()
 )
-
-
-class LayoutError(ValueError):
-    """The dataset layout itself is wrong; nothing has been extracted."""
 
 
 @dataclass(frozen=True)

@@ -30,17 +30,18 @@ import dask
 from distributed import WorkerPlugin
 from tqdm import tqdm
 
+from cmamba.errors import CacheError
 from cmamba.extractors import get_extractor
-from cmamba.extractors.asr import asr_status, describe_asr
 from cmamba.extractors.decode import probe
 from cmamba.extractors.text import weights_file
-from cmamba.extractors.transcript import find_transcript
-from cmamba.models import sha256_file
-from cmamba.pipeline.cache import CacheError, cache_lock, shard_file, write_json_atomic, write_manifest, write_shard
+from cmamba.extractors.transcripts import find_transcript
+from cmamba.extractors.transcripts.asr import asr_status, describe_asr
+from cmamba.io import sha256_file, write_json_atomic
+from cmamba.pipeline.cache.parts import load_part, part_key, part_path, save_part
+from cmamba.pipeline.cache.schema import modality_columns
+from cmamba.pipeline.cache.store import cache_lock, shard_file, write_manifest, write_shard
 from cmamba.pipeline.clip import EXTRACTOR_OF, MODALITIES, ClipError, ExtractionConfig, extract_modality, join_clip
 from cmamba.pipeline.layout import LABEL_COLUMNS, ClipSpec
-from cmamba.pipeline.parts import load_part, part_key, part_path, save_part
-from cmamba.pipeline.shards import modality_columns
 
 log = logging.getLogger("cmamba.pipeline")
 
@@ -211,7 +212,7 @@ def _preflight(config: ExtractionConfig) -> tuple[dict[str, int], dict[str, list
     for m in config.modalities:
         extractor = get_extractor(EXTRACTOR_OF[m], getattr(config, m))
         if m == "video":
-            from cmamba.models import resolve_face_model
+            from cmamba.assets import resolve_face_model
 
             model = resolve_face_model(config.video.model_path)
             described["face_model"] = {"path": str(model), "sha256": sha256_file(model)}

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from cmamba.datasets.memory import FeatureDataset, collate
+from cmamba.datasets.memory import FeatureDataset
 from cmamba.datasets.synthetic import CUE_FLIP_DIMS, CUE_FLIP_LENGTHS, MOSEI_DIMS, MOSEI_LENGTHS, cue_flip, mosei_shaped
+from cmamba.fusion.batch import collate
 
 
 def test_collate_pads_right_and_records_lengths_and_presence():

@@ -9,7 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from cmamba.extractors.decode import MediaError, probe, read_audio, read_frames
+from cmamba.errors import MediaError
+from cmamba.extractors.decode import probe, read_audio, read_frames
 
 MEDIA = Path(__file__).parents[1] / "fixtures" / "media"
 VIDEO, SPEECH = MEDIA / "carphone_pristine.mp4", MEDIA / "arctic_a0007.wav"

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cmamba.extractors.base import get_extractor, validate_sequence
-from cmamba.extractors.text import TextConfig, TransformerText, model_directory, split_words
+from cmamba.extractors.text import TextConfig, TransformerText, model_directory
+from cmamba.extractors.transcripts import split_words
 
 
 def times(n: int) -> np.ndarray:

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import skimage.data
 
+from cmamba.assets import install_models
+from cmamba.errors import ModelNotFoundError
 from cmamba.extractors import video
 from cmamba.extractors.base import get_extractor, validate_sequence
 from cmamba.extractors.decode import probe, read_frames
 from cmamba.extractors.video import BLENDSHAPES, FaceConfig, MediaPipeFace, pose_from_matrix
-from cmamba.models import ModelNotFoundError, install_models
 
 VIDEO = Path(__file__).parents[1] / "fixtures" / "media" / "carphone_pristine.mp4"
 POSE = slice(52, 58)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cmamba.pipeline.layout import LayoutError, benchmark_clips, folder_clips
+from cmamba.errors import LayoutError
+from cmamba.pipeline.layout import benchmark_clips, folder_clips
 
 MEDIA = Path(__file__).parents[1] / "fixtures" / "media"
 HEADER = "video_id,clip_id,text,label,label_T,label_A,label_V,annotation,mode\n"

@@ -20,11 +20,12 @@ import pytest
 import torch
 
 from cmamba.datasets.media import distinct_copy
-from cmamba.datasets.memory import collate
 from cmamba.datasets.shards import ShardDataset
+from cmamba.errors import CacheError
 from cmamba.extractors.audio import AudioConfig
 from cmamba.extractors.text import MINILM_SHA256
-from cmamba.pipeline.cache import CacheError, cache_lock, read_errors, read_manifest, shard_paths
+from cmamba.fusion.batch import collate
+from cmamba.pipeline.cache.store import cache_lock, read_errors, read_manifest, shard_paths
 from cmamba.pipeline.clip import ExtractionConfig
 from cmamba.pipeline.layout import folder_clips
 from cmamba.pipeline.run import run_extraction

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from cmamba.assets import ModelFile, install_pinned, models_dir
 from cmamba.datasets.media import mux_clip
-from cmamba.models import ModelFile, install_pinned, models_dir
 
 DEMO_FILES = {
     "face": ModelFile("demo-face", "carphone_pristine.mp4", 588_804,

@@ -14,41 +14,23 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import platform
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import cmamba
-from cmamba.pipeline.shards import SCHEMA_VERSION, rows_to_table, shard_schema, write_atomic
+from cmamba.errors import CacheError
+from cmamba.io import tool_versions, write_json_atomic
+from cmamba.pipeline.cache.schema import SCHEMA_VERSION, rows_to_table, shard_schema, write_atomic
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.parquet"
 ERROR_SCHEMA = pa.schema([("clip_id", pa.string()), ("stage", pa.string()), ("reason", pa.string())])
-
-
-class CacheError(RuntimeError):
-    """The cache folder cannot be used (locked by another run, missing, unwritable, from another schema)."""
-
-
-def tool_versions() -> dict[str, str]:
-    """Versions of the tools that shape the features (read from package metadata: nothing heavy is imported)."""
-    packages = ("numpy", "torch", "pyarrow", "dask", "av", "librosa", "mediapipe", "transformers", "faster-whisper")
-    found = {"cmamba": cmamba.__version__, "python": platform.python_version()}
-    for name in packages:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
 
 
 @contextmanager
@@ -69,12 +51,6 @@ def cache_lock(cache: Path) -> Iterator[None]:
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def shard_file(cache: Path, index: int) -> Path:

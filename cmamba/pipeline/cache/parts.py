@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cmamba.extractors.base import FeatureSequence
-from cmamba.extractors.transcript import Transcript
+from cmamba.extractors.transcripts import Transcript
+from cmamba.io import atomic_path
 from cmamba.pipeline.clip import ModalityResult
 
 
@@ -48,11 +48,8 @@ def save_part(path: Path, result: ModalityResult) -> None:
         if t.times is not None:
             arrays["transcript_times"] = np.asarray(t.times)
     arrays["meta"] = np.array(json.dumps(meta, default=_json_scalar))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def _json_scalar(value: Any) -> Any:

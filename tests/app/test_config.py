@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from cmamba import cli
-from cmamba.config import CHOICES, SECTION_HELP, CmambaConfig, ConfigError, dump_default, load_config
+from cmamba.app.config import CHOICES, SECTION_HELP, CmambaConfig, dump_default, load_config
+from cmamba.errors import ConfigError
 from cmamba.extractors.audio import AudioConfig
 from cmamba.fusion.config import FusionConfig
 from cmamba.fusion.train import TrainConfig

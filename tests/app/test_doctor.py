@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from cmamba import cli
-from cmamba.doctor import KEY_PACKAGES, Check, format_checks, run_checks
-from cmamba.models import install_models
+from cmamba.app.doctor import KEY_PACKAGES, Check, format_checks, run_checks
+from cmamba.assets import install_models
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,7 +61,7 @@ def test_a_crashing_check_is_reported_not_raised(monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("cmamba.extractors.asr.asr_status", crash)  # optional: a warning
+    monkeypatch.setattr("cmamba.extractors.transcripts.asr.asr_status", crash)  # optional: a warning
     monkeypatch.setattr("cmamba.extractors.text.model_directory", crash)  # required: a failure
     names = by_name(run_checks())
     assert names["asr (optional)"].level == "warn" and "RuntimeError: boom" in names["asr (optional)"].detail

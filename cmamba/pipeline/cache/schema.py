@@ -10,7 +10,6 @@ reader aligns them (``word`` / ``clock``) on the fly, so one cache serves every 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cmamba.extractors.base import FeatureSequence
+from cmamba.io import atomic_path
 
 SCHEMA_VERSION = 1
 ROW_GROUP = 64  # clips per Parquet row group: the unit the training reader decodes at a time
@@ -103,11 +103,10 @@ def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 
 def write_atomic(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` so that readers see the old file or the whole new one, never a partial one."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     # Dictionary encoding only pays for repeated strings; on float features it costs read time and space.
     strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
-    pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP, use_dictionary=strings)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP, use_dictionary=strings)
 
 
 def row_sequences(row: Mapping[str, Any], modalities: tuple[str, ...] = MODALITIES) -> dict[str, FeatureSequence]:

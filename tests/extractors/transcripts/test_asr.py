@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmamba.extractors.asr import (
+from cmamba.extractors.decode import read_audio
+from cmamba.extractors.transcripts import time_words, transcript_from_text
+from cmamba.extractors.transcripts.asr import (
     TINY_EN_SHA256,
     AsrConfig,
     AsrWord,
@@ -17,10 +19,8 @@ from cmamba.extractors.asr import (
     transcribe,
     transcript_from_asr,
 )
-from cmamba.extractors.decode import read_audio
-from cmamba.extractors.transcript import time_words, transcript_from_text
 
-SPEECH = Path(__file__).parents[1] / "fixtures" / "media" / "arctic_a0007.wav"
+SPEECH = Path(__file__).parents[2] / "fixtures" / "media" / "arctic_a0007.wav"
 SENTENCE = "and you always want to see it in the superlative degree"
 
 

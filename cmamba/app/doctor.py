@@ -109,7 +109,7 @@ def _packages() -> list[Check]:
 
 
 def _face_model() -> list[Check]:
-    from cmamba.models import FACE_MODEL_ENV, ModelNotFoundError, resolve_face_model, verify_models
+    from cmamba.assets import FACE_MODEL_ENV, ModelNotFoundError, resolve_face_model, verify_models
 
     if os.environ.get(FACE_MODEL_ENV):  # extraction uses this file instead of the cache
         try:
@@ -169,7 +169,7 @@ def _has_codec(name: str, mode: str) -> bool:
 
 
 def _asr() -> list[Check]:
-    from cmamba.extractors.asr import asr_status
+    from cmamba.extractors.transcripts.asr import asr_status
 
     ready, detail = asr_status()
     if ready:

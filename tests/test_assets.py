@@ -12,17 +12,9 @@ from pathlib import Path
 import pytest
 
 from cmamba import cli
-from cmamba.models import (
-    MODEL_FILES,
-    ModelInstallError,
-    ModelNotFoundError,
-    install_models,
-    model_path,
-    models_dir,
-    resolve_face_model,
-    sha256_file,
-    verify_models,
-)
+from cmamba.assets import MODEL_FILES, install_models, model_path, models_dir, resolve_face_model, verify_models
+from cmamba.errors import ModelInstallError, ModelNotFoundError
+from cmamba.io import sha256_file
 
 SPEC = MODEL_FILES["face-landmarker"]
 

@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from cmamba.app.extract import extract
+from cmamba.app.runs import train_cache
+from cmamba.app.score import score
 from cmamba.datasets.media import distinct_copy
 from cmamba.datasets.mmsa import import_mmsa
+from cmamba.errors import SchemaMismatchError, UnscorableCheckpointError
 from cmamba.fusion.checkpoint import save_checkpoint
 from cmamba.fusion.config import FUSIONS, FusionConfig
 from cmamba.fusion.model import build_model
 from cmamba.fusion.train import TrainConfig
-from cmamba.jobs import extract, train_cache
 from cmamba.pipeline.clip import ExtractionConfig
-from cmamba.score import SchemaMismatchError, UnscorableCheckpointError, score
-from tests.datasets.test_mmsa import mmsa_pickle
+from tests.datasets.mmsa.test_mmsa import mmsa_pickle
 
 TEXT = "and you always want to see it in the superlative degree"
 TINY = {"d_model": 16, "d_state": 4, "n_layers": 1}

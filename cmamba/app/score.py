@@ -3,7 +3,7 @@
     OUT/cache/        the clips' feature cache (resumable: an interrupted score continues where it stopped)
     OUT/scores.csv    one row per scored clip: clip_id, score, polarity, present, contribution_<modality>
     OUT/scores.json   clips (with trajectories), failed clips, model, extraction config, versions
-    OUT/report.html   with distribution.png, trajectories.png and contributions.png beside it (``cmamba.report``)
+    OUT/report.html   with distribution.png, trajectories.png and contributions.png beside it (``cmamba.app.report``)
 
 Clips are extracted with the extraction config recorded in the checkpoint, after checking that the registered
 extractors still produce the features the model was trained on (name, version, feature dim per modality).
@@ -31,17 +31,18 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from cmamba.datasets.memory import collate
-from cmamba.datasets.shards import ShardDataset
+from cmamba.app.extract import find_clips
+from cmamba.app.report import write_report
+from cmamba.app.runs import TrainedRun, open_run
+from cmamba.errors import SchemaMismatchError, UnscorableCheckpointError
 from cmamba.extractors import get_extractor
-from cmamba.fusion.checkpoint import check_schema, load_checkpoint, versions
+from cmamba.fusion.batch import collate
 from cmamba.fusion.model import FusionModel
 from cmamba.fusion.train import sentiment_classes
-from cmamba.jobs import best_checkpoint, find_clips
-from cmamba.pipeline.cache import read_errors, shard_paths
+from cmamba.io import tool_versions
+from cmamba.pipeline.cache.store import read_errors, shard_paths
 from cmamba.pipeline.clip import EXTRACTOR_OF, ExtractionConfig
 from cmamba.pipeline.run import run_extraction
-from cmamba.report import write_report
 
 POLARITIES = ("negative", "neutral", "positive")
 POLARITY_RULE = (
@@ -52,14 +53,6 @@ TRAJECTORY_TIME = (
     "[seconds, score] after each step of the model's time axis: the prediction from the clip up to that point; "
     "seconds = fraction of the clip's steps × duration (with align='word' the steps are words, so approximate)"
 )
-
-
-class UnscorableCheckpointError(ValueError):
-    """The checkpoint's features were not extracted from raw media by this tool, so raw clips cannot be scored."""
-
-
-class SchemaMismatchError(ValueError):
-    """The registered extractors no longer produce the features the checkpoint was trained on."""
 
 
 def recorded_extraction(meta: dict, checkpoint: Path) -> dict[str, Any]:
@@ -105,9 +98,9 @@ def check_extractors(extraction: dict[str, Any], modalities: list[str]) -> Extra
     return config
 
 
-def _run_info(run: Path, checkpoint: Path, meta: dict, model: FusionModel) -> dict[str, Any]:
-    config_path, summary_path = checkpoint.parent / "config.json", run / "summary.json"
-    train = json.loads(config_path.read_text()).get("train", {}) if config_path.is_file() else {}
+def _run_info(trained: TrainedRun) -> dict[str, Any]:
+    run, checkpoint, meta, model = trained.path, trained.checkpoint, trained.meta, trained.model
+    train, summary_path = trained.train_config, run / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     return {
         "run": str(run.resolve()),
@@ -204,22 +197,19 @@ def score(
 ) -> dict[str, Any]:
     """Extract the clips of ``input_path`` like the run's training data, score them and write ``out`` (see the
     module doc); returns the content of ``scores.json``. Clips that fail extraction are listed, not scored."""
-    run, out = Path(run), Path(out)
-    checkpoint = best_checkpoint(run)
-    model, meta = load_checkpoint(checkpoint)
-    extraction = recorded_extraction(meta, checkpoint)
-    config = check_extractors(extraction, model.names)
+    out = Path(out)
+    trained = open_run(run)
+    extraction = recorded_extraction(trained.meta, trained.checkpoint)
+    config = check_extractors(extraction, trained.model.names)
     clips, source = find_clips(input_path)
     cache = out / "cache"
     summary = run_extraction(clips, cache, config, workers, source=source, progress=progress)
-    dataset = ShardDataset(cache, align=extraction["align"], modalities=tuple(model.names),
-                           clock_rate=extraction["clock_rate"], require_labels=False)  # fmt: skip
-    check_schema(meta["schema"], dataset.dims(), f"the checkpoint {checkpoint}")
+    dataset = trained.read(cache, require_labels=False)
     scores = {
         "format": "cmamba-scores",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "input": source,
-        "model": _run_info(run, checkpoint, meta, model),
+        "model": _run_info(trained),
         "extraction": {
             "config": config.to_dict(),
             "align": extraction["align"],
@@ -229,8 +219,8 @@ def score(
         },
         "polarity_rule": POLARITY_RULE,
         "trajectory_time": TRAJECTORY_TIME,
-        "versions": versions(),
-        "clips": score_dataset(model, dataset, _durations(cache), progress),
+        "versions": tool_versions(),
+        "clips": score_dataset(trained.model, dataset, _durations(cache), progress),
         "failed": read_errors(cache),
     }
     out.mkdir(parents=True, exist_ok=True)

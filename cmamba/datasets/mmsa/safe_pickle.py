@@ -17,15 +17,7 @@ from typing import Any
 import numpy as np
 from numpy._core import multiarray, numeric
 
-ALLOWED = "only numpy arrays, dicts, lists, strings and numbers are allowed"
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """The file asks for something a feature pickle never needs (and a malicious one would)."""
-
-    def __init__(self, path: str | Path, name: str, reason: str | None = None):
-        self.path, self.name = str(path), name
-        super().__init__(f"refusing to load {path}: {reason or f'it tries to import {name}'}; {ALLOWED}")
+from cmamba.errors import UnsafePickleError
 
 
 def _latin1_encode(path: str | Path):

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmamba.datasets.mmsa import MMSAFormatError, export_mmsa, export_mult, import_mmsa
-from cmamba.datasets.safe_pickle import UnsafePickleError, safe_load_pickle
+from cmamba.datasets.mmsa import export_mmsa, export_mult, import_mmsa
+from cmamba.datasets.mmsa.safe_pickle import safe_load_pickle
+from cmamba.errors import MMSAFormatError, UnsafePickleError
 from cmamba.extractors.base import FeatureSequence
-from cmamba.pipeline.cache import finish_cache, shard_paths
-from cmamba.pipeline.shards import iter_shard_rows, modality_columns
+from cmamba.pipeline.cache.schema import iter_shard_rows, modality_columns
+from cmamba.pipeline.cache.store import finish_cache, shard_paths
 
 SIZES = {"train": 4, "valid": 2, "test": 3}
 DIMS = {"text": 12, "audio": 5, "vision": 7}

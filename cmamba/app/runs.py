@@ -1,0 +1,124 @@
+"""Training runs, the library functions behind ``cmamba train`` and ``cmamba evaluate``.
+
+train_cache(CACHE, RUN)             train (one run per seed) on a cache's train/valid/test splits
+open_run(RUN)                       a trained run's best checkpoint, model and recorded extraction (align, clock)
+evaluate_run(RUN, CACHE)            MMSA metrics of a trained run on a cache split (optionally with missing data)
+
+``evaluate`` and ``score`` open a run the same way (``open_run``), so both read features on the checkpoint's
+own time axis (its alignment and clock rate).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cmamba.constants import SPLITS
+from cmamba.fusion.checkpoint import check_schema, load_checkpoint
+from cmamba.fusion.config import FusionConfig
+from cmamba.fusion.model import FusionModel
+from cmamba.fusion.train import DEFAULT_SEEDS, TrainConfig, evaluate, train_seeds
+
+
+def _splits(cache: str | Path, align: str | None, label: str = "label") -> dict[str, Any]:
+    from cmamba.datasets.shards import ShardDataset
+
+    by_split = read_split_counts(cache)
+    missing = [s for s in SPLITS[:2] if not by_split.get(s)]
+    if missing:
+        raise ValueError(f"{cache} has no clips in split(s) {missing} (it has {by_split}); label the splits first")
+    sets = {s: ShardDataset(cache, split=s, align=align, label=label) for s in SPLITS}
+    return {s: d for s, d in sets.items() if len(d)}
+
+
+def read_split_counts(cache: str | Path) -> dict[str, int]:
+    """Clips per split, from the cache's manifest."""
+    from cmamba.pipeline.cache.store import read_manifest
+
+    return read_manifest(cache)["counts"]["by_split"]
+
+
+def train_cache(
+    cache: str | Path,
+    out: str | Path,
+    model: Mapping[str, Any] | None = None,
+    train: TrainConfig | None = None,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    align: str | None = None,
+) -> dict[str, Any]:
+    """Train one model per seed on the cache's splits into ``out/seed-<seed>``; returns ``out/summary.json``.
+
+    model: FusionConfig fields other than ``modalities`` (taken from the cache); train: the recipe.
+    """
+    sets = _splits(cache, align)
+    model_config = FusionConfig(modalities=sets["train"].dims(), **dict(model or {}))
+    return train_seeds(model_config, train or TrainConfig(), sets["train"], sets["valid"], out, sets.get("test"),
+                       tuple(seeds))  # fmt: skip
+
+
+def best_checkpoint(run: str | Path) -> Path:
+    """The checkpoint folder of a run: ``run/best``, or the ``best`` of the seed with the lowest valid loss."""
+    run = Path(run)
+    if (run / "best" / "model.json").is_file():
+        return run / "best"
+    seeds = sorted(run.glob("seed-*/result.json"))
+    if not seeds:
+        raise FileNotFoundError(f"{run} is not a training run (no best/ or seed-*/result.json); run `cmamba train`")
+    best = min(seeds, key=lambda p: json.loads(p.read_text())["valid"]["Loss"])
+    return best.parent / "best"
+
+
+@dataclass
+class TrainedRun:
+    """A trained run opened for use: its best checkpoint's model (eval mode) and metadata."""
+
+    path: Path
+    checkpoint: Path
+    model: FusionModel
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def extraction(self) -> dict[str, Any]:
+        """How the training features were made (config, align, clock rate, extractors); {} for in-memory data."""
+        return (self.meta.get("schema") or {}).get("extraction") or {}
+
+    @property
+    def train_config(self) -> dict[str, Any]:
+        """The seed's resolved training recipe (``config.json`` beside the checkpoint); {} when absent."""
+        path = self.checkpoint.parent / "config.json"
+        return json.loads(path.read_text()).get("train", {}) if path.is_file() else {}
+
+    def read(self, cache: str | Path, split: str | None = None, require_labels: bool = True) -> Any:
+        """A ``ShardDataset`` over ``cache`` on the checkpoint's own time axis (alignment and clock rate) with
+        the model's modalities; refuses a cache whose feature dims differ from the checkpoint's."""
+        from cmamba.datasets.shards import ShardDataset
+
+        data = ShardDataset(cache, split=split, align=self.extraction.get("align"), modalities=tuple(self.model.names),
+                            clock_rate=self.extraction.get("clock_rate"), require_labels=require_labels)  # fmt: skip
+        check_schema(self.meta["schema"], data.dims(), f"the checkpoint {self.checkpoint}")
+        return data
+
+
+def open_run(run: str | Path) -> TrainedRun:
+    """The run folder ``run`` (or a checkpoint folder) with its best checkpoint loaded (``best_checkpoint``)."""
+    checkpoint = best_checkpoint(run)
+    model, meta = load_checkpoint(checkpoint)
+    return TrainedRun(Path(run), checkpoint, model, meta)
+
+
+def evaluate_run(
+    run: str | Path, cache: str | Path, split: str = "test", missing_rate: float = 0.0, dataset: str | None = None
+) -> dict[str, float]:
+    """MMSA metrics of the run's best checkpoint on ``split`` of ``cache`` (Table 12 drop at ``missing_rate``),
+    reading the cache exactly as the checkpoint was trained (its alignment and clock rate)."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {SPLITS}")
+    trained = open_run(run)
+    data = trained.read(cache, split=split)
+    if not len(data):
+        raise ValueError(f"{cache} has no clips in split {split!r}")
+    name = dataset or trained.train_config["dataset"]
+    return evaluate(trained.model, data, name, missing_rate=missing_rate)
