@@ -24,8 +24,8 @@ import time
 import torch
 
 from cmamba.datasets.synthetic import CUE_FLIP_DIMS, cue_flip
-from cmamba.fusion.config import FUSIONS, FusionConfig
-from cmamba.fusion.train import TrainConfig, train_seeds
+from cmamba.fusion.config import FUSIONS, FusionConfig, TrainConfig
+from cmamba.fusion.train import train_seeds
 
 METRICS = ("MAE", "Corr", "Non0_acc_2")
 

@@ -8,7 +8,7 @@ anything imports them, so the numbers are per core. Inputs: carphone_pristine.mp
 muxed with arctic_a0007.wav (real speech) and looped 3× to 12 s, at native size and upscaled to 640×360.
 Rows (medians over repeats after one warm-up):
   video      FaceLandmarker on decoded frames (frames/s), and decode + landmarks at the default 10 Hz
-  audio      decode + librosa features, both presets (× real time)
+  audio      decode + librosa features, both presets, and openSMILE eGeMAPS when installed (× real time)
   text       MiniLM over a transcript (tokens/s)
   asr        faster-whisper tiny.en word timestamps (× real time), when the [asr] extra is installed
   clip       extract_clip: all modalities from the file, with the label text given / with ASR (× real time)
@@ -16,6 +16,7 @@ Rows (medians over repeats after one warm-up):
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -33,11 +34,12 @@ import torch  # noqa: E402
 from benchutil import machine, median_seconds  # noqa: E402
 
 from cmamba.datasets.media import mux_clip  # noqa: E402
-from cmamba.extractors import get_extractor  # noqa: E402
+from cmamba.extractors import Frames, Samples, Words, get_extractor  # noqa: E402
 from cmamba.extractors.decode import probe, read_audio, read_frames  # noqa: E402
 from cmamba.extractors.transcripts import split_words  # noqa: E402
 from cmamba.extractors.transcripts.asr import asr_status, transcribe  # noqa: E402
-from cmamba.pipeline.clip import ExtractionConfig, extract_clip  # noqa: E402
+from cmamba.pipeline.clip import extract_clip  # noqa: E402
+from cmamba.pipeline.config import ExtractionConfig  # noqa: E402
 
 torch.set_num_threads(1)
 MEDIA = Path(__file__).parents[1] / "tests" / "fixtures" / "media"
@@ -61,7 +63,7 @@ def bench(clips: dict[str, Path], repeats: int) -> list[dict]:
         duration = probe(clip).duration
         for fps in (face.config.fps, native_fps):
             frames, stamps = read_frames(clip, fps, face.config.max_side)
-            seconds = median_time(lambda f=frames, s=stamps: face.extract(f, s), repeats)
+            seconds = median_time(lambda f=frames, s=stamps: face.extract(Frames(f, s)), repeats)
             row(f"video landmarks {size} @ {fps:.3g} Hz", "frames/s", len(frames), seconds)
         seconds = median_time(lambda c=clip: face.extract_file(c), repeats)
         row(f"video decode+landmarks {size} @ {face.config.fps:g} Hz", "x realtime", duration, seconds)
@@ -70,14 +72,21 @@ def bench(clips: dict[str, Path], repeats: int) -> list[dict]:
     for preset in ("prosody", "sims33"):
         audio = get_extractor("librosa-audio", replace(get_extractor("librosa-audio").config, preset=preset))
         rate = audio.config.rate
-        seconds = median_time(lambda a=audio, r=rate: a.extract(read_audio(clip, r), r), repeats)
+        seconds = median_time(lambda a=audio, r=rate: a.extract(Samples(read_audio(clip, r), r)), repeats)
         row(f"audio decode+features {preset}", "x realtime", duration, seconds)
+    if importlib.util.find_spec("opensmile") is not None:  # the optional [opensmile] extra
+        egemaps = get_extractor("opensmile-egemaps")
+        rate = egemaps.config.sample_rate
+        seconds = median_time(lambda r=rate: egemaps.extract(Samples(read_audio(clip, r), r)), repeats)
+        row("audio decode+features opensmile eGeMAPS", "x realtime", duration, seconds)
+    else:
+        print("opensmile skipped: pip install 'cmamba[opensmile]'")
 
     text = get_extractor("text-transformer")
     words = split_words(" ".join([SENTENCE] * 10))  # 110 words, one long utterance
     times = [[0.3 * i, 0.3 * i + 0.25] for i in range(len(words))]
-    tokens = text.extract(words, times).info["text_bert"].shape[1]
-    seconds = median_time(lambda: text.extract(words, times), repeats)
+    tokens = text.extract(Words(words, times)).info["text_bert"].shape[1]
+    seconds = median_time(lambda: text.extract(Words(words, times)), repeats)
     row("text MiniLM, 110 words", "tokens/s", tokens, seconds)
 
     available, reason = asr_status()

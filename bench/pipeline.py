@@ -32,7 +32,7 @@ from cmamba.extractors.base import FeatureSequence
 from cmamba.fusion.batch import collate
 from cmamba.pipeline.cache.schema import modality_columns
 from cmamba.pipeline.cache.store import finish_cache
-from cmamba.pipeline.clip import ExtractionConfig
+from cmamba.pipeline.config import ExtractionConfig
 from cmamba.pipeline.layout import folder_clips
 from cmamba.pipeline.run import run_extraction
 

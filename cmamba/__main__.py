@@ -1,3 +1,5 @@
+"""``python -m cmamba``: the same as the ``cmamba`` console script."""
+
 import sys
 
 from cmamba.cli import main

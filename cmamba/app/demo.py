@@ -17,10 +17,10 @@ from pathlib import Path
 from cmamba.app.demo_media import demo_folder, fetch_demo_media
 from cmamba.app.extract import extract
 from cmamba.app.runs import train_cache
+from cmamba.fusion.config import TrainConfig
 from cmamba.fusion.layers import mamba_A, mamba_delta_bias
 from cmamba.fusion.ops import coupled_step
-from cmamba.fusion.train import TrainConfig
-from cmamba.pipeline.clip import ExtractionConfig
+from cmamba.pipeline.config import ExtractionConfig
 
 DEMO_MODEL = {"d_model": 32, "d_state": 8, "n_layers": 2}
 DEMO_TRAIN = TrainConfig(dataset="mosi", epochs=30, batch_size=4, patience=None, progress=False)

@@ -177,6 +177,20 @@ def _asr() -> list[Check]:
     return [_warn("asr (optional)", f"{detail} (clips without a transcript get no text)", "pip install 'cmamba[asr]'")]
 
 
+def _opensmile() -> list[Check]:
+    from cmamba.extractors.opensmile import INSTALL_HINT
+
+    name, fix = "opensmile (optional)", INSTALL_HINT
+    try:
+        version = importlib.metadata.version("opensmile")
+        importlib.import_module("opensmile")
+    except importlib.metadata.PackageNotFoundError:
+        return [_warn(name, "not installed: the opensmile-egemaps audio extractor is unavailable", fix)]
+    except Exception as exc:  # a broken native library raises more than ImportError
+        return [_warn(name, f"installed but `import opensmile` fails: {type(exc).__name__}: {exc}", fix)]
+    return [_ok(name, f'{version}: audio.extractor = "opensmile-egemaps" is available')]
+
+
 def _cuda() -> list[Check]:
     import torch
 
@@ -248,6 +262,7 @@ CHECKS: tuple[tuple[str, bool, Callable[[], list[Check]]], ...] = (
     ("text model", True, _text_model),
     ("ffmpeg codecs", True, _codecs),
     ("asr (optional)", False, _asr),
+    ("opensmile (optional)", False, _opensmile),
     ("cuda", False, _cuda),
     ("gpu kernels", False, _gpu_kernels),
     ("scan backend", True, _scan_backend),

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cmamba.constants import DATASETS
 from cmamba.errors import NoMediaError
-from cmamba.pipeline.clip import ExtractionConfig
-from cmamba.pipeline.layout import BENCHMARKS, MEDIA_SUFFIXES, ClipSpec, benchmark_clips, folder_clips
+from cmamba.pipeline.config import ExtractionConfig
+from cmamba.pipeline.layout import MEDIA_SUFFIXES, ClipSpec, benchmark_clips, folder_clips
 from cmamba.pipeline.run import RunSummary, run_extraction
 
 
@@ -59,8 +60,8 @@ def prepare(
     progress: bool = True,
 ) -> RunSummary:
     """Extract a benchmark corpus (MOSI, MOSEI, CH-SIMS, CH-SIMS v2) from its ``label.csv`` + ``Raw/`` layout."""
-    if dataset not in BENCHMARKS:
-        raise ValueError(f"dataset {dataset!r} is not one of {BENCHMARKS}")
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset {dataset!r} is not one of {DATASETS}")
     clips = benchmark_clips(corpus_dir)
     source = {"kind": "benchmark", "dataset": dataset, "path": str(Path(corpus_dir).resolve())}
     return run_extraction(clips, out, config, workers, scheduler, clips_per_shard, source, progress)

@@ -18,9 +18,9 @@ from typing import Any
 
 from cmamba.constants import SPLITS
 from cmamba.fusion.checkpoint import check_schema, load_checkpoint
-from cmamba.fusion.config import FusionConfig
+from cmamba.fusion.config import DEFAULT_SEEDS, FusionConfig, TrainConfig
 from cmamba.fusion.model import FusionModel
-from cmamba.fusion.train import DEFAULT_SEEDS, TrainConfig, evaluate, train_seeds
+from cmamba.fusion.train import evaluate, train_seeds
 
 
 def _splits(cache: str | Path, align: str | None, label: str = "label") -> dict[str, Any]:

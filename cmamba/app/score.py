@@ -35,13 +35,12 @@ from cmamba.app.extract import find_clips
 from cmamba.app.report import write_report
 from cmamba.app.runs import TrainedRun, open_run
 from cmamba.errors import SchemaMismatchError, UnscorableCheckpointError
-from cmamba.extractors import get_extractor
 from cmamba.fusion.batch import collate
 from cmamba.fusion.model import FusionModel
 from cmamba.fusion.train import sentiment_classes
 from cmamba.io import tool_versions
 from cmamba.pipeline.cache.store import read_errors, shard_paths
-from cmamba.pipeline.clip import EXTRACTOR_OF, ExtractionConfig
+from cmamba.pipeline.config import ExtractionConfig
 from cmamba.pipeline.run import run_extraction
 
 POLARITIES = ("negative", "neutral", "positive")
@@ -84,9 +83,9 @@ def check_extractors(extraction: dict[str, Any], modalities: list[str]) -> Extra
         raise SchemaMismatchError(f"this cmamba cannot read the checkpoint's extraction config: {exc}") from exc
     recorded_all = extraction.get("extractors") or {}
     for m in modalities:
-        if m not in EXTRACTOR_OF or m not in config.modalities:
+        if m not in config.modalities:
             raise SchemaMismatchError(f"the model uses modality {m!r}, which the recorded extraction does not extract")
-        current = get_extractor(EXTRACTOR_OF[m], getattr(config, m))
+        current = config.extractor(m)
         now = {"name": current.name, "version": current.version, "feature_dim": current.feature_dim}
         recorded = {key: (recorded_all.get(m) or {}).get(key) for key in now}
         if recorded != now:

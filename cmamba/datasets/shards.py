@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from cmamba.extractors.align import ALIGN_MODES, align
+from cmamba.constants import ALIGN_MODES, MODALITIES
+from cmamba.extractors.align import align
 from cmamba.extractors.base import FeatureSequence
-from cmamba.pipeline.cache.schema import MODALITIES
 from cmamba.pipeline.cache.store import read_manifest
 
 LABELS = ("label", "label_T", "label_A", "label_V")

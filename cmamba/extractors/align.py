@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cmamba.constants import ALIGN_MODES
 from cmamba.extractors.base import FeatureSequence
-
-ALIGN_MODES = ("native", "word", "clock")
 
 
 def source_intervals(seq: FeatureSequence) -> np.ndarray:

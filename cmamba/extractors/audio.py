@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import librosa
 import numpy as np
 
-from cmamba.extractors.base import Extractor, FeatureSequence, register_extractor
+from cmamba.extractors.base import Extractor, FeatureSequence, InputSpec, Samples, register_extractor
 
 PRESETS = ("prosody", "sims33")
 
@@ -45,9 +44,11 @@ class AudioConfig:
 
 
 @register_extractor
-class LibrosaAudio(Extractor):
+class LibrosaAudio(Extractor[Samples]):
     name = "librosa-audio"
     version = "1"
+    modality = "audio"
+    input_type = Samples
     config_type = AudioConfig
 
     @property
@@ -58,12 +59,17 @@ class LibrosaAudio(Extractor):
         deltas = tuple(f"d_{m}" for m in mfcc)
         return (*mfcc, *deltas, "rms", "log_energy", "f0", "voicing", "zcr", "centroid", "flux")
 
-    def frames_per_second(self) -> float:
+    def input_spec(self) -> InputSpec:
+        return InputSpec("samples", rate=self.config.rate)
+
+    def frame_rate(self) -> float:
         return self.config.rate / self.config.hop
 
-    def extract(self, samples: np.ndarray, sample_rate: int) -> FeatureSequence:
-        """samples: mono float32 at ``sample_rate`` (must equal the config's rate; decode with that rate)."""
-        cfg = self.config
+    def extract(self, data: Samples) -> FeatureSequence:
+        """data: mono float32 samples at the config's rate (decode with that rate)."""
+        import librosa  # imported on first use: numba and scipy make it slow to import
+
+        cfg, samples, sample_rate = self.config, data.samples, data.sample_rate
         if sample_rate != cfg.rate:
             raise ValueError(
                 f"{self.name}: got audio at {sample_rate} Hz but the {cfg.preset} preset needs {cfg.rate} Hz; "
@@ -90,6 +96,8 @@ class LibrosaAudio(Extractor):
         return FeatureSequence(values, timestamps, np.ones(T, bool), self.feature_names)
 
     def _prosody(self, y: np.ndarray, mfcc: np.ndarray, zcr: np.ndarray) -> list[np.ndarray]:
+        import librosa
+
         cfg = self.config
         hop, n_fft = cfg.hop, cfg.n_fft
         delta = librosa.feature.delta(mfcc, width=9, mode="nearest")  # "nearest" edges work for any length
@@ -106,6 +114,8 @@ class LibrosaAudio(Extractor):
 
     def _voicing(self, y: np.ndarray, f0: np.ndarray, frame_length: int) -> np.ndarray:
         """Normalised autocorrelation at the YIN period per frame, clipped to [0, 1]."""
+        import librosa
+
         padded = np.pad(y, frame_length // 2)
         frames = librosa.util.frame(padded, frame_length=frame_length, hop_length=self.config.hop)  # (W, T)
         frames = frames[:, : len(f0)] - frames[:, : len(f0)].mean(0, keepdims=True)

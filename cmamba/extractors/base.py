@@ -1,9 +1,16 @@
-"""The extractor contract: every extractor turns one clip's media into a timestamped ``FeatureSequence``.
+"""The extractor contract: every extractor turns one typed input of one clip into a timestamped ``FeatureSequence``.
 
-An extractor declares a ``name`` (its registry key), a ``version`` (bumped whenever its output changes, so
-caches re-extract), a ``config_type`` dataclass and its ``feature_names``; ``extract`` is pure (no file
-writing, no scheduling). Heavy models are loaded once per process through ``shared_model`` and reused across
-clips. ``validate_sequence`` checks the physical invariants at write time and reports what it repaired.
+An extractor declares (class attributes) its ``name`` (the registry key), ``version`` (bumped whenever its output
+changes, so caches re-extract), ``modality`` (one of ``cmamba.constants.MODALITIES``), ``input_type`` (``Frames``,
+``Samples`` or ``Words``) and ``config_type`` (a frozen dataclass, unique to the extractor); and (methods) its
+``feature_names``, the ``input_spec`` it wants decoded (frame or sample rate), its ``frame_rate`` for validation,
+the ``model_files`` whose sha256 a cache records, and ``absent_reason`` (when a sequence means "the clip does not
+carry this modality", e.g. no face in any frame). ``extract`` is pure: no file writing, no scheduling. The
+pipeline handles every registered extractor through this contract alone, so a new extractor touches only its own
+module and its registration (an import in ``cmamba.extractors``).
+
+Heavy models are loaded once per process through ``shared_model``. ``validate_sequence`` checks the physical
+invariants at write time and reports what it repaired.
 """
 
 from __future__ import annotations
@@ -13,9 +20,12 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
+
+from cmamba.constants import MODALITIES
 
 
 @dataclass
@@ -34,11 +44,52 @@ class FeatureSequence:
         return int(self.values.shape[0])
 
 
-class Extractor(ABC):
-    """Base class of all extractors; subclasses are registered with ``@register_extractor``."""
+@dataclass(frozen=True, eq=False)
+class Frames:
+    """Video frames on a regular grid: images (T, H, W, 3) uint8 RGB, timestamps (T,) seconds, increasing."""
+
+    images: np.ndarray
+    timestamps: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Samples:
+    """Mono audio: samples (S,) float32 at ``sample_rate`` Hz."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+
+@dataclass(frozen=True, eq=False)
+class Words:
+    """W words and their (W, 2) start / end seconds (ordered, non-overlapping, inside the clip)."""
+
+    words: tuple[str, ...]
+    times: np.ndarray
+
+
+InputKind = Literal["frames", "samples", "words"]
+INPUT_KINDS: dict[type, InputKind] = {Frames: "frames", Samples: "samples", Words: "words"}
+InputT = TypeVar("InputT", Frames, Samples, Words)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What an extractor wants decoded: ``frames`` at ``rate`` fps (larger than ``max_side`` pixels downscaled),
+    mono ``samples`` at ``rate`` Hz, or timed ``words`` (no rate)."""
+
+    kind: InputKind
+    rate: float | None = None
+    max_side: int | None = None
+
+
+class Extractor(ABC, Generic[InputT]):
+    """Base class of all extractors; subclasses are registered with ``@register_extractor`` (module doc)."""
 
     name: ClassVar[str]
     version: ClassVar[str]
+    modality: ClassVar[str]
+    input_type: ClassVar[type]
     config_type: ClassVar[type]
 
     def __init__(self, config: Any = None):
@@ -58,8 +109,33 @@ class Extractor(ABC):
         return len(self.feature_names)
 
     @abstractmethod
-    def extract(self, *args: Any, **kwargs: Any) -> FeatureSequence:
-        """Compute the features of one clip (pure: no IO beyond reading the given media)."""
+    def input_spec(self) -> InputSpec:
+        """The input this extractor takes, as the pipeline must decode it."""
+
+    @abstractmethod
+    def extract(self, data: InputT) -> FeatureSequence:
+        """Compute the features of one clip's input (pure: no IO beyond reading model files)."""
+
+    def extract_file(self, path: str | Path) -> FeatureSequence | None:
+        """Decode the media at ``path`` as ``input_spec`` asks (frames or samples) and extract; None when the file
+        lacks that stream. The pipeline does the same per clip, with absence and error records."""
+        from cmamba.extractors.decode import decode_input  # PyAV loads only when media is read
+
+        data = decode_input(path, self.input_spec())
+        return None if data is None else self.extract(data)
+
+    def frame_rate(self) -> float | None:
+        """Output rows per second when they lie on a regular grid (validated against the clip's duration);
+        None for outputs without a fixed rate (one row per word)."""
+        return None
+
+    def model_files(self) -> dict[str, Path]:
+        """The model files that decide this extractor's output, by role; a cache records their sha256."""
+        return {}
+
+    def absent_reason(self, seq: FeatureSequence) -> str | None:
+        """Why ``seq`` means the clip does not carry this modality (None: it does)."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """What a cache manifest records about this extractor."""
@@ -76,17 +152,27 @@ EXTRACTORS: dict[str, type[Extractor]] = {}
 
 def register_extractor(cls: type[Extractor]) -> type[Extractor]:
     """Class decorator: make ``cls`` available under ``cls.name``."""
-    for attr in ("name", "version", "config_type"):
+    for attr in ("name", "version", "modality", "input_type", "config_type"):
         if not hasattr(cls, attr):
             raise TypeError(f"extractor {cls.__name__} must define the class attribute {attr!r}")
+    if cls.modality not in MODALITIES:
+        raise TypeError(f"extractor {cls.__name__}: modality {cls.modality!r} is not one of {MODALITIES}")
+    if cls.input_type not in INPUT_KINDS:
+        raise TypeError(f"extractor {cls.__name__}: input_type must be Frames, Samples or Words")
     if cls.name in EXTRACTORS and EXTRACTORS[cls.name] is not cls:
         raise ValueError(f"an extractor named {cls.name!r} is already registered ({EXTRACTORS[cls.name].__name__})")
+    owner = next((other for other in EXTRACTORS.values() if other.config_type is cls.config_type), None)
+    if owner is not None and owner is not cls:
+        raise ValueError(
+            f"{cls.__name__}: the config type {cls.config_type.__name__} already belongs to {owner.name!r}"
+        )
     EXTRACTORS[cls.name] = cls
     return cls
 
 
-def available_extractors() -> list[str]:
-    return sorted(EXTRACTORS)
+def available_extractors(modality: str | None = None) -> list[str]:
+    """Registered extractor names (of one modality when given)."""
+    return sorted(n for n, cls in EXTRACTORS.items() if modality is None or cls.modality == modality)
 
 
 def get_extractor(name: str, config: Any = None) -> Extractor:
@@ -94,6 +180,14 @@ def get_extractor(name: str, config: Any = None) -> Extractor:
     if name not in EXTRACTORS:
         raise ValueError(f"unknown extractor {name!r}; available: {available_extractors()}")
     return EXTRACTORS[name](config)
+
+
+def extractor_for(config: Any) -> Extractor:
+    """The registered extractor whose ``config_type`` is ``type(config)``, configured with ``config``."""
+    for cls in EXTRACTORS.values():
+        if type(config) is cls.config_type:
+            return cls(config)
+    raise TypeError(f"no registered extractor takes a {type(config).__name__}; available: {available_extractors()}")
 
 
 _MODELS: dict[Any, Any] = {}

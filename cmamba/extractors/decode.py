@@ -14,6 +14,7 @@ import av
 import numpy as np
 
 from cmamba.errors import MediaError
+from cmamba.extractors.base import Frames, InputSpec, Samples
 
 
 @dataclass(frozen=True)
@@ -126,3 +127,14 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray | None:
         if not chunks:
             raise MediaError(path, "audio", "the audio stream is empty")
         return np.concatenate(chunks).astype(np.float32)
+
+
+def decode_input(path: str | Path, spec: InputSpec) -> Frames | Samples | None:
+    """The frames or samples an extractor's ``spec`` asks for, or None when the file lacks that stream."""
+    if spec.kind == "frames":
+        decoded = read_frames(path, spec.rate, spec.max_side)
+        return None if decoded is None else Frames(*decoded)
+    if spec.kind == "samples":
+        samples = read_audio(path, int(spec.rate))
+        return None if samples is None else Samples(samples, int(spec.rate))
+    raise ValueError(f"{spec.kind} are not decoded from media")

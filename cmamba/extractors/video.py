@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cmamba.assets import resolve_face_model
-from cmamba.extractors.base import Extractor, FeatureSequence, register_extractor, shared_model
-from cmamba.extractors.decode import read_frames
+from cmamba.extractors.base import Extractor, FeatureSequence, Frames, InputSpec, register_extractor, shared_model
 
 if TYPE_CHECKING:
     from mediapipe.tasks.python import vision
@@ -77,21 +76,38 @@ def pose_from_matrix(matrix: np.ndarray) -> np.ndarray:
 
 
 @register_extractor
-class MediaPipeFace(Extractor):
+class MediaPipeFace(Extractor[Frames]):
     name = "mediapipe-face"
     version = "1"
+    modality = "video"
+    input_type = Frames
     config_type = FaceConfig
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         return (*BLENDSHAPES, *POSE, *(LANDMARKS if self.config.landmarks else ()))
 
-    def extract(self, frames: np.ndarray, timestamps: np.ndarray) -> FeatureSequence:
-        """frames: uint8 RGB (T, H, W, 3); timestamps: (T,) seconds, strictly increasing. One row per frame."""
+    def input_spec(self) -> InputSpec:
+        return InputSpec("frames", rate=self.config.fps, max_side=self.config.max_side)
+
+    def frame_rate(self) -> float:
+        return self.config.fps
+
+    def model_files(self) -> dict[str, Path]:
+        return {"face_model": resolve_face_model(self.config.model_path)}
+
+    def absent_reason(self, seq: FeatureSequence) -> str | None:
+        if seq.info.get("face_frames", int(seq.mask.sum())) == 0:
+            return f"no face found in any of the {seq.length} sampled frames"
+        return None
+
+    def extract(self, data: Frames) -> FeatureSequence:
+        """data.images: uint8 RGB (T, H, W, 3); data.timestamps: (T,) seconds, strictly increasing. One row per
+        frame."""
         import mediapipe as mp  # imported on first use: it costs 0.5 s (matplotlib) for every importer of cmamba
         from mediapipe.tasks.python import vision
 
-        frames, timestamps = np.asarray(frames), np.asarray(timestamps, dtype=np.float64)
+        frames, timestamps = np.asarray(data.images), np.asarray(data.timestamps, dtype=np.float64)
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"{self.name}: expected uint8 RGB frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
         if timestamps.shape != frames.shape[:1]:
@@ -122,11 +138,6 @@ class MediaPipeFace(Extractor):
                 values[t] = self._row(result)
         info = {"face_frames": int(mask.sum()), "frames": T, "multiple_faces_frames": multiple}
         return FeatureSequence(values, timestamps, mask, self.feature_names, info)
-
-    def extract_file(self, path: str | Path) -> FeatureSequence | None:
-        """Decode ``path`` at the config's fps and max_side and extract; None when it has no video stream."""
-        decoded = read_frames(path, self.config.fps, self.config.max_side)
-        return None if decoded is None else self.extract(*decoded)
 
     def _options(self) -> vision.FaceLandmarkerOptions:
         from mediapipe.tasks.python import BaseOptions, vision

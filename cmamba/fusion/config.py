@@ -1,4 +1,5 @@
-"""``FusionConfig``: the architecture knobs of the fusion model (defaults from the Coupled Mamba paper)."""
+"""``FusionConfig`` (the fusion model's architecture knobs) and ``TrainConfig`` (the training recipe), both with
+the Coupled Mamba paper's defaults. Plain dataclasses: importing this module loads no torch."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cmamba.constants import DATASETS, TASKS
+
 FUSIONS = ("coupled", "mamba", "average", "concat", "cross_attention", "released")
 COUPLINGS = ("mean", "sum", "none", "learned")
-TASKS = ("regression", "classification")
 POOLINGS = ("max", "mean")
 
 
@@ -119,3 +121,31 @@ class FusionConfig:
         if not text.lstrip().startswith("{"):
             text = Path(text_or_path).read_text()
         return cls.from_dict(json.loads(text))
+
+
+DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training recipe; defaults from the paper (batch size: 1024 MOSEI, 128 SIMS, 256 SIMSv2)."""
+
+    dataset: str = "mosei"  # which metric family to report: mosi | mosei | sims | simsv2
+    epochs: int = 150
+    batch_size: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 5e-4
+    lr_step: int = 50
+    lr_gamma: float = 0.5
+    patience: int | None = 8  # epochs without a better valid loss before stopping; None: never stop early
+    seed: int = 1111
+    deterministic: bool = False
+    amp: bool = True  # bf16 autocast, on CUDA only
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset={self.dataset!r} is not one of {DATASETS}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")

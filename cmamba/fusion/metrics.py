@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
-DATASETS = ("mosi", "mosei", "sims", "simsv2")
-TASKS = ("regression", "classification")
+from cmamba.constants import DATASETS, TASKS
+
 _SIMS_BINS = {
     "Mult_acc_2": [-1.01, 0.0, 1.01],
     "Mult_acc_3": [-1.01, -0.1, 0.1, 1.01],

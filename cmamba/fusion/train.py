@@ -20,7 +20,6 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,37 +32,10 @@ from tqdm.auto import tqdm
 
 from cmamba.fusion.batch import collate
 from cmamba.fusion.checkpoint import check_schema, load_checkpoint, save_checkpoint
-from cmamba.fusion.config import FusionConfig
-from cmamba.fusion.metrics import DATASETS, compute_metrics
+from cmamba.fusion.config import DEFAULT_SEEDS, FusionConfig, TrainConfig
+from cmamba.fusion.metrics import compute_metrics
 from cmamba.fusion.model import FusionModel, build_model
 from cmamba.io import tool_versions
-
-DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training recipe; defaults from the paper (batch size: 1024 MOSEI, 128 SIMS, 256 SIMSv2)."""
-
-    dataset: str = "mosei"  # which metric family to report: mosi | mosei | sims | simsv2
-    epochs: int = 150
-    batch_size: int = 128
-    lr: float = 5e-4
-    weight_decay: float = 5e-4
-    lr_step: int = 50
-    lr_gamma: float = 0.5
-    patience: int | None = 8  # epochs without a better valid loss before stopping; None: never stop early
-    seed: int = 1111
-    deterministic: bool = False
-    amp: bool = True  # bf16 autocast, on CUDA only
-    device: str = "auto"
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset={self.dataset!r} is not one of {DATASETS}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

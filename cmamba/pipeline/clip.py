@@ -1,8 +1,11 @@
 """One clip, all modalities: decode, extract, time the words, validate and align — the unit the Dask graph runs.
 
-The work is split the way the graph schedules it: ``extract_modality`` (one task per clip and modality; it
-never raises — failures come back as a ``ClipError`` naming the stage and the reason) and ``join_clip`` (the
-per-clip join: validation at write time, then alignment). ``extract_clip`` runs both in-process.
+Every registered extractor is handled the same way: its ``input_spec`` picks one loader per input kind (frames
+and samples decoded from the media, words from the transcript: label text, a sidecar file or ASR), then
+``extract``, ``absent_reason`` and write-time validation at its ``frame_rate``. The work is split the way the
+graph schedules it: ``extract_modality`` (one task per clip and modality; it never raises — failures come back
+as a ``ClipError`` naming the stage and the reason) and ``join_clip`` (the per-clip join: validation at write
+time, then alignment). ``extract_clip`` runs both in-process.
 
 A modality is *absent* when the clip does not carry it (no audio stream, no face in any frame, no transcript);
 it is an *error* when the clip should carry it but cannot be read. Neither ever becomes a row of zeros.
@@ -10,17 +13,14 @@ it is an *error* when the clip should carry it but cannot be read. Neither ever 
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from cmamba.extractors import get_extractor, validate_sequence
-from cmamba.extractors.align import ALIGN_MODES, align
-from cmamba.extractors.audio import AudioConfig
-from cmamba.extractors.base import FeatureSequence
-from cmamba.extractors.decode import MediaInfo, probe, read_audio
-from cmamba.extractors.text import TextConfig
+from cmamba.constants import MODALITIES
+from cmamba.extractors import validate_sequence
+from cmamba.extractors.align import align
+from cmamba.extractors.base import FeatureSequence, Frames, InputSpec, Samples, Words
+from cmamba.extractors.decode import MediaInfo, decode_input, probe, read_audio
 from cmamba.extractors.transcripts import (
     Transcript,
     find_transcript,
@@ -29,47 +29,9 @@ from cmamba.extractors.transcripts import (
     transcript_from_text,
 )
 from cmamba.extractors.transcripts import asr as asr_lib
-from cmamba.extractors.transcripts.asr import AsrConfig
-from cmamba.extractors.video import FaceConfig
+from cmamba.pipeline.config import ExtractionConfig
 
-MODALITIES = ("text", "audio", "video")
-EXTRACTOR_OF = {"text": "text-transformer", "audio": "librosa-audio", "video": "mediapipe-face"}
 ASR_RATE = 16000  # faster-whisper and the voiced-region finder work on 16 kHz mono
-
-
-@dataclass(frozen=True)
-class ExtractionConfig:
-    """Everything that decides a clip's features; its JSON form is saved in every cache manifest."""
-
-    video: FaceConfig = field(default_factory=FaceConfig)
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-    asr: AsrConfig = field(default_factory=AsrConfig)
-    use_asr: bool = True  # transcribe clips without a transcript, and time untimed ones, when [asr] is installed
-    align: str = "native"
-    clock_rate: float = 10.0  # Hz, the grid of ``align="clock"``
-    modalities: tuple[str, ...] = MODALITIES
-
-    def __post_init__(self):
-        if self.align not in ALIGN_MODES:
-            raise ValueError(f"align={self.align!r} is not one of {ALIGN_MODES}")
-        if self.clock_rate <= 0:
-            raise ValueError(f"clock_rate must be positive, got {self.clock_rate}")
-        unknown = set(self.modalities) - set(MODALITIES)
-        if unknown or not self.modalities:
-            raise ValueError(f"modalities={self.modalities!r}: choose one or more of {MODALITIES}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ExtractionConfig:
-        """The inverse of ``to_dict`` (e.g. the config recorded in a cache manifest or a checkpoint)."""
-        sections = {"video": FaceConfig, "audio": AudioConfig, "text": TextConfig, "asr": AsrConfig}
-        fields = {k: sections[k](**v) if k in sections else v for k, v in values.items()}
-        if "modalities" in fields:
-            fields["modalities"] = tuple(fields["modalities"])
-        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -104,25 +66,29 @@ class ClipFeatures:
         return not self.errors
 
 
-def _video(path: Path, media: MediaInfo, config: ExtractionConfig) -> ModalityResult:
+@dataclass
+class _Input:
+    """An extractor's decoded input, or why the clip does not carry it."""
+
+    data: Frames | Samples | Words | None = None
+    absent: str | None = None
+    stream_duration: float | None = None  # the stream's own length, which validation checks the rows against
+    transcript: Transcript | None = None
+
+
+def _frames(path: Path, media: MediaInfo, spec: InputSpec, config: ExtractionConfig, text: str | None) -> _Input:
     if not media.has_video:
-        return ModalityResult("video", absent="no video stream")
-    seq = get_extractor(EXTRACTOR_OF["video"], config.video).extract_file(path)
-    if media.video_duration:
-        seq.info["stream_duration"] = media.video_duration  # validate against the video stream, not the container
-    if seq.info.get("face_frames", int(seq.mask.sum())) == 0:
-        return ModalityResult("video", absent=f"no face found in any of the {seq.length} sampled frames")
-    return ModalityResult("video", sequence=seq)
+        return _Input(absent="no video stream")
+    # validated against the video stream, not the container: a clip's sound may run longer
+    return _Input(decode_input(path, spec), stream_duration=media.video_duration or None)
 
 
-def _audio(path: Path, media: MediaInfo, config: ExtractionConfig) -> ModalityResult:
+def _samples(path: Path, media: MediaInfo, spec: InputSpec, config: ExtractionConfig, text: str | None) -> _Input:
     if not media.has_audio:
-        return ModalityResult("audio", absent="no audio stream")
-    extractor = get_extractor(EXTRACTOR_OF["audio"], config.audio)
-    samples = read_audio(path, config.audio.rate)
-    seq = extractor.extract(samples, config.audio.rate)
-    seq.info["stream_duration"] = len(samples) / config.audio.rate  # AAC padding makes it differ from the container's
-    return ModalityResult("audio", sequence=seq)
+        return _Input(absent="no audio stream")
+    data = decode_input(path, spec)
+    # AAC padding makes the decoded length differ from the container's
+    return _Input(data, stream_duration=len(data.samples) / data.sample_rate)
 
 
 def _transcript(path: Path, media: MediaInfo, config: ExtractionConfig, text: str | None) -> Transcript | str:
@@ -146,14 +112,15 @@ def _transcript(path: Path, media: MediaInfo, config: ExtractionConfig, text: st
     return time_words(transcript, samples, ASR_RATE, media.duration, asr_words)
 
 
-def _text(path: Path, media: MediaInfo, config: ExtractionConfig, text: str | None) -> ModalityResult:
+def _words(path: Path, media: MediaInfo, spec: InputSpec, config: ExtractionConfig, text: str | None) -> _Input:
     transcript = _transcript(path, media, config, text)
     if isinstance(transcript, str):
-        return ModalityResult("text", absent=transcript)
-    extractor = get_extractor(EXTRACTOR_OF["text"], config.text)
-    seq = extractor.extract(list(transcript.words), transcript.times)
-    seq.info["timing"] = transcript.timing
-    return ModalityResult("text", sequence=seq, transcript=transcript)
+        return _Input(absent=transcript)
+    return _Input(Words(transcript.words, transcript.times), transcript=transcript)
+
+
+# One loader per input kind, shared by every extractor that takes it.
+_LOADERS = {"frames": _frames, "samples": _samples, "words": _words}
 
 
 def _stage_of(exc: Exception, modality: str) -> str:
@@ -164,30 +131,37 @@ def _stage_of(exc: Exception, modality: str) -> str:
 def extract_modality(
     path: str | Path, modality: str, config: ExtractionConfig, text: str | None = None
 ) -> ModalityResult:
-    """One modality of one clip; never raises for bad media — the result carries the error instead."""
+    """One modality of one clip with its configured extractor; never raises for bad media — the result carries
+    the error instead. ``text`` is the clip's transcript when known (e.g. label.csv)."""
     path = Path(path)
     try:
-        media = probe(path)
-        if modality == "video":
-            return _video(path, media, config)
-        if modality == "audio":
-            return _audio(path, media, config)
-        if modality == "text":
-            return _text(path, media, config, text)
-        raise ValueError(f"unknown modality {modality!r}; choose from {MODALITIES}")
+        if modality not in MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}; choose from {MODALITIES}")
+        extractor = config.extractor(modality)
+        spec = extractor.input_spec()
+        loaded = _LOADERS[spec.kind](path, probe(path), spec, config, text)
+        if loaded.absent is not None:
+            return ModalityResult(modality, absent=loaded.absent)
+        seq = extractor.extract(loaded.data)
+        if loaded.stream_duration is not None:
+            seq.info["stream_duration"] = loaded.stream_duration
+        if loaded.transcript is not None:
+            seq.info["timing"] = loaded.transcript.timing
+        reason = extractor.absent_reason(seq)
+        if reason is not None:
+            return ModalityResult(modality, absent=reason)
+        return ModalityResult(modality, sequence=seq, transcript=loaded.transcript)
     except Exception as exc:  # a batch job records per-item failures and keeps going
         reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         return ModalityResult(modality, error=ClipError(_stage_of(exc, modality), str(reason)))
 
 
 def _validated(result: ModalityResult, config: ExtractionConfig, duration: float) -> FeatureSequence:
-    extractor = get_extractor(EXTRACTOR_OF[result.modality], getattr(config, result.modality))
-    rate = {"video": config.video.fps, "audio": getattr(extractor, "frames_per_second", lambda: None)()}
+    extractor = config.extractor(result.modality)
     span = result.sequence.info.get("stream_duration", duration)
     span = span if span > 0 else None  # a still image has no duration to check against
-    return validate_sequence(
-        result.sequence, extractor.name, extractor.feature_dim, span, rate.get(result.modality) if span else None
-    )
+    rate = extractor.frame_rate() if span else None
+    return validate_sequence(result.sequence, extractor.name, extractor.feature_dim, span, rate)
 
 
 def join_clip(

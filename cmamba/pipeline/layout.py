@@ -18,10 +18,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cmamba.constants import CLIP_ID_SEPARATOR, SPLITS
 from cmamba.errors import LayoutError
 
-SPLITS = ("train", "valid", "test")
-BENCHMARKS = ("mosi", "mosei", "sims", "simsv2")
 LABEL_COLUMNS = ("label", "label_T", "label_A", "label_V")
 BENCHMARK_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 MEDIA_SUFFIXES = frozenset(
@@ -101,7 +100,7 @@ def benchmark_clips(corpus_dir: str | Path) -> list[ClipSpec]:
         where = f"{label_csv}:{line}"
         video_id = _check_id(row["video_id"], "video_id", where)
         clip_id = _check_id(row["clip_id"], "clip_id", where)
-        key = f"{video_id}$_${clip_id}"  # MMSA's id
+        key = f"{video_id}{CLIP_ID_SEPARATOR}{clip_id}"  # MMSA's id
         if key in seen:
             raise LayoutError(f"{where}: duplicate id {key} (first at line {seen[key]})")
         seen[key] = line

@@ -30,17 +30,17 @@ import dask
 from distributed import WorkerPlugin
 from tqdm import tqdm
 
+from cmamba.constants import MODALITIES
 from cmamba.errors import CacheError
-from cmamba.extractors import get_extractor
 from cmamba.extractors.decode import probe
-from cmamba.extractors.text import weights_file
 from cmamba.extractors.transcripts import find_transcript
 from cmamba.extractors.transcripts.asr import asr_status, describe_asr
 from cmamba.io import sha256_file, write_json_atomic
 from cmamba.pipeline.cache.parts import load_part, part_key, part_path, save_part
 from cmamba.pipeline.cache.schema import modality_columns
 from cmamba.pipeline.cache.store import cache_lock, shard_file, write_manifest, write_shard
-from cmamba.pipeline.clip import EXTRACTOR_OF, MODALITIES, ClipError, ExtractionConfig, extract_modality, join_clip
+from cmamba.pipeline.clip import ClipError, extract_modality, join_clip
+from cmamba.pipeline.config import ExtractionConfig
 from cmamba.pipeline.layout import LABEL_COLUMNS, ClipSpec
 
 log = logging.getLogger("cmamba.pipeline")
@@ -68,7 +68,7 @@ class RunSummary:
 
 def _modality_config(config: ExtractionConfig, modality: str) -> dict[str, Any]:
     settings = {"extractor": dataclasses.asdict(getattr(config, modality))}
-    if modality == "text":
+    if config.extractor(modality).input_spec().kind == "words":  # how the words were found and timed
         settings.update(asr=dataclasses.asdict(config.asr), use_asr=config.use_asr)
     return settings
 
@@ -76,9 +76,9 @@ def _modality_config(config: ExtractionConfig, modality: str) -> dict[str, Any]:
 def _part_keys(spec: ClipSpec, digest: str, config: ExtractionConfig) -> dict[str, str]:
     keys = {}
     for m in config.modalities:
-        extractor = get_extractor(EXTRACTOR_OF[m], getattr(config, m))
+        extractor = config.extractor(m)
         extra: dict[str, Any] = {}
-        if m == "text":
+        if extractor.input_spec().kind == "words":
             sidecar = find_transcript(spec.path) if spec.text is None else None
             extra = {"text": spec.text, "sidecar": sha256_file(sidecar) if sidecar else None}
         keys[m] = part_key(digest=digest, modality=m, name=extractor.name, version=extractor.version,
@@ -207,21 +207,17 @@ def _dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
 
 
 def _preflight(config: ExtractionConfig) -> tuple[dict[str, int], dict[str, list[str]], dict[str, Any]]:
-    """Dims, feature names and extractor descriptions; fails fast (before any work) when a model is missing."""
+    """Dims, feature names and extractor descriptions (with the sha256 of every model file); fails fast, before
+    any work, when a model is missing."""
     dims, names, described = {}, {}, {}
     for m in config.modalities:
-        extractor = get_extractor(EXTRACTOR_OF[m], getattr(config, m))
-        if m == "video":
-            from cmamba.assets import resolve_face_model
-
-            model = resolve_face_model(config.video.model_path)
-            described["face_model"] = {"path": str(model), "sha256": sha256_file(model)}
-        if m == "text":
-            weights = weights_file(extractor.directory)
-            described["text_model"] = {"path": str(extractor.directory), "sha256": sha256_file(weights)}
+        extractor = config.extractor(m)
+        for role, path in extractor.model_files().items():
+            described[role] = {"path": str(path), "sha256": sha256_file(path)}
         dims[m], names[m] = extractor.feature_dim, list(extractor.feature_names)
         described[m] = extractor.describe()
-    if "text" in config.modalities and config.use_asr:
+    words = any(config.extractor(m).input_spec().kind == "words" for m in config.modalities)
+    if words and config.use_asr:
         described["asr"] = describe_asr(config.asr) if asr_status(config.asr)[0] else None
     return dims, names, described
 

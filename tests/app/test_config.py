@@ -15,9 +15,9 @@ from cmamba import cli
 from cmamba.app.config import CHOICES, SECTION_HELP, CmambaConfig, dump_default, load_config
 from cmamba.errors import ConfigError
 from cmamba.extractors.audio import AudioConfig
-from cmamba.fusion.config import FusionConfig
-from cmamba.fusion.train import TrainConfig
-from cmamba.pipeline.clip import ExtractionConfig
+from cmamba.extractors.opensmile import OpenSmileConfig
+from cmamba.fusion.config import FusionConfig, TrainConfig
+from cmamba.pipeline.config import ExtractionConfig
 
 TOML = """
 [video]
@@ -235,3 +235,31 @@ def test_yaml_without_pyyaml_says_how_to_get_it(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="pip install pyyaml"):
         load_config(write(tmp_path, "", "cmamba.yaml"))
     assert load_config(write(tmp_path, "[train]\nepochs = 3")).train.epochs == 3  # TOML needs no PyYAML
+
+
+def test_a_modality_section_picks_its_extractor_and_validates_that_extractor_s_keys(tmp_path):
+    config = load_config(write(tmp_path, '[audio]\nextractor = "opensmile-egemaps"\nsample_rate = 48000\n'))
+    assert config.audio == OpenSmileConfig(sample_rate=48000)
+    assert config.extraction().extractor("audio").name == "opensmile-egemaps"
+    assert config.to_dict()["audio"] == {"extractor": "opensmile-egemaps", "sample_rate": 48000}
+    round_trip = ExtractionConfig.from_dict(json.loads(json.dumps(config.extraction().to_dict())))
+    assert round_trip == config.extraction()
+    message = error(tmp_path, '[audio]\nextractor = "opensmile-egemaps"\npreset = "sims33"\n')
+    assert "audio.preset: unknown key in [audio] for the extractor 'opensmile-egemaps'" in message
+    assert "allowed keys: extractor, sample_rate" in message
+    message = error(tmp_path, '[audio]\nextractor = "opensmile"\n')
+    assert "audio.extractor: 'opensmile' is not allowed; choose from librosa-audio, opensmile-egemaps" in message
+    message = error(tmp_path, '[video]\nextractor = "librosa-audio"\n')
+    assert "video.extractor: 'librosa-audio' is not allowed; choose from mediapipe-face" in message
+    # the last layer that names an extractor wins; the file's librosa keys then no longer apply
+    overridden = load_config(write(tmp_path, "[audio]\nn_mfcc = 13\n"), {"audio.extractor": "librosa-audio"})
+    assert overridden.audio == AudioConfig(n_mfcc=13)
+
+
+def test_recorded_configs_without_an_extractor_key_read_as_the_default_extractor():
+    recorded = ExtractionConfig().to_dict()
+    for m in ("video", "audio", "text"):
+        del recorded[m]["extractor"]  # caches and checkpoints written before extractors were selectable
+    assert ExtractionConfig.from_dict(recorded) == ExtractionConfig()
+    with pytest.raises(ValueError, match=r"audio.extractor='mediapipe-face': choose one of \['librosa-audio', "):
+        ExtractionConfig.from_dict({"audio": {"extractor": "mediapipe-face"}})

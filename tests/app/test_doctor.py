@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 def test_every_check_runs_and_passes_here(checks):
     names = by_name(checks)
     expected = {"python", "face model", "text model", "ffmpeg decoders", "ffmpeg encoders", "asr (optional)", "cuda",
-                "triton", "mamba-ssm", "causal-conv1d", "scan backend (cpu)"}  # fmt: skip
+                "triton", "mamba-ssm", "causal-conv1d", "scan backend (cpu)", "opensmile (optional)"}  # fmt: skip
     assert expected | {f"package {dist}" for dist in KEY_PACKAGES} <= set(names)
     assert all(c.level in ("ok", "warn", "fail") and c.ok == (c.level != "fail") for c in checks)
     assert [c for c in checks if not c.ok] == []
@@ -82,3 +83,24 @@ def test_cli_doctor_help_shows_an_example(capsys):
     with pytest.raises(SystemExit):
         cli.main(["doctor", "--help"])
     assert "Example: cmamba doctor" in capsys.readouterr().out.replace("\n", " ")
+
+
+@pytest.mark.parametrize("package", ["torch", "dask", "pyarrow"])
+def test_cli_doctor_reports_a_broken_install_instead_of_crashing(package, capsys, monkeypatch):
+    """`import PACKAGE` failing (a broken wheel) is a failed check with its fix, never a traceback."""
+    monkeypatch.setitem(sys.modules, package, None)  # makes `import PACKAGE` raise ImportError
+    assert cli.main(["doctor"]) == 1
+    captured = capsys.readouterr()
+    line = next(line for line in captured.out.splitlines() if line.startswith(f"package {package} "))
+    assert line.split()[2] == "fail" and f"`import {package}` fails" in line and f"pip install '{package}" in line
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_cli_names_a_broken_install_in_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    for name in [m for m in sys.modules if m.startswith("cmamba.app.runs")]:
+        monkeypatch.delitem(sys.modules, name)  # re-imported, so the broken torch is seen
+    monkeypatch.delitem(sys.modules, "cmamba.fusion.train", raising=False)
+    assert cli.main(["train", str(tmp_path), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("cmamba train: error:") and "torch" in err and "cmamba doctor" in err

@@ -14,16 +14,15 @@ import pytest
 import torch
 
 from cmamba.app.extract import extract
-from cmamba.app.runs import train_cache
+from cmamba.app.runs import evaluate_run, open_run, train_cache
 from cmamba.app.score import score
 from cmamba.datasets.media import distinct_copy
 from cmamba.datasets.mmsa import import_mmsa
 from cmamba.errors import SchemaMismatchError, UnscorableCheckpointError
-from cmamba.fusion.checkpoint import save_checkpoint
-from cmamba.fusion.config import FUSIONS, FusionConfig
+from cmamba.fusion.checkpoint import load_checkpoint, save_checkpoint
+from cmamba.fusion.config import FUSIONS, FusionConfig, TrainConfig
 from cmamba.fusion.model import build_model
-from cmamba.fusion.train import TrainConfig
-from cmamba.pipeline.clip import ExtractionConfig
+from cmamba.pipeline.config import ExtractionConfig
 from tests.datasets.mmsa.test_mmsa import mmsa_pickle
 
 TEXT = "and you always want to see it in the superlative degree"
@@ -170,3 +169,18 @@ def test_trajectory_is_causal_and_gives_class_logits():
     assert before.shape == (2, 12, 3)
     torch.testing.assert_close(before[:, :7], after[:, :7])
     assert not torch.allclose(before[:, 7:], after[:, 7:])
+
+
+def test_evaluate_reads_a_cache_on_the_checkpoint_s_own_time_axis(run, tmp_path):
+    """evaluate opens a run as score does: a checkpoint trained on a 4 Hz clock grid is evaluated on 4 Hz rows,
+    whatever the cache's own default grid (10 Hz here)."""
+    cache = run.parent / "train-cache"
+    model, meta = load_checkpoint(run / "seed-1111" / "best")
+    meta["schema"]["extraction"].update(align="clock", clock_rate=4.0)
+    save_checkpoint(tmp_path / "best", model, meta["schema"])
+    shutil.copy(run / "seed-1111" / "config.json", tmp_path / "config.json")
+    data = open_run(tmp_path).read(cache, split="test")
+    assert (data.align, data.clock_rate) == ("clock", 4.0)
+    assert data[0]["features"]["audio"].shape[0] == 17  # 4.02 s in 0.25 s cells (the cache's 10 Hz grid: 41 rows)
+    metrics = evaluate_run(tmp_path, cache, "test")
+    assert math.isfinite(metrics["MAE"])

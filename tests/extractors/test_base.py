@@ -7,11 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from cmamba.extractors.audio import AudioConfig
 from cmamba.extractors.base import (
     EXTRACTORS,
     Extractor,
     FeatureSequence,
+    InputSpec,
+    Samples,
     available_extractors,
+    extractor_for,
     get_extractor,
     register_extractor,
     shared_model,
@@ -25,18 +29,27 @@ class RampConfig:
     width: int = 2
 
 
-class Ramp(Extractor):
-    """A tiny extractor over a plain duration: feature j at time t is j·t."""
+class Ramp(Extractor[Samples]):
+    """A tiny audio extractor that only looks at the clip's duration: feature j at time t is j·t."""
 
     name = "test-ramp"
     version = "1"
+    modality = "audio"
+    input_type = Samples
     config_type = RampConfig
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f"ramp_{j}" for j in range(self.config.width))
 
-    def extract(self, duration: float) -> FeatureSequence:
+    def input_spec(self) -> InputSpec:
+        return InputSpec("samples", rate=8000)
+
+    def frame_rate(self) -> float:
+        return self.config.rate
+
+    def extract(self, data: Samples) -> FeatureSequence:
+        duration = len(data.samples) / data.sample_rate
         t = np.arange(round(duration * self.config.rate)) / self.config.rate
         values = (t[:, None] * np.arange(self.config.width)[None]).astype(np.float32)
         return FeatureSequence(values, t, np.ones(len(t), bool), self.feature_names)
@@ -58,8 +71,36 @@ def test_registry_round_trip(ramp_registered):
         "config": {"rate": 10.0, "width": 3},
         "feature_dim": 3,
     }
-    seq = validate_sequence(ramp.extract(2.0), "test-ramp", 3, duration=2.0, rate=10.0)
+    seq = validate_sequence(ramp.extract(Samples(np.zeros(16000), 8000)), "test-ramp", 3, duration=2.0, rate=10.0)
     assert seq.length == 20 and seq.info["non_finite_replaced"] == 0
+    assert "test-ramp" in available_extractors("audio") and "test-ramp" not in available_extractors("video")
+    assert isinstance(extractor_for(RampConfig(width=3)), Ramp) and extractor_for(RampConfig(width=3)).feature_dim == 3
+
+
+def test_registration_checks_the_contract(ramp_registered):
+    class NoModality(Extractor):
+        name, version, input_type, config_type = "x", "1", Samples, RampConfig
+
+    class BadModality(Ramp):
+        name, modality = "x", "smell"
+
+    class BadInput(Ramp):
+        name, input_type = "x", np.ndarray
+
+    class SharedConfig(Ramp):
+        name = "x"
+
+    with pytest.raises(TypeError, match="must define the class attribute 'modality'"):
+        register_extractor(NoModality)
+    with pytest.raises(TypeError, match="modality 'smell' is not one of"):
+        register_extractor(BadModality)
+    with pytest.raises(TypeError, match="input_type must be Frames, Samples or Words"):
+        register_extractor(BadInput)
+    with pytest.raises(ValueError, match="the config type RampConfig already belongs to 'test-ramp'"):
+        register_extractor(SharedConfig)
+    with pytest.raises(TypeError, match="no registered extractor takes a dict"):
+        extractor_for({"preset": "prosody"})
+    assert extractor_for(AudioConfig()).name == "librosa-audio"
 
 
 def test_registry_errors(ramp_registered):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmamba.extractors.base import get_extractor, validate_sequence
+from cmamba.extractors.base import Words, get_extractor, validate_sequence
 from cmamba.extractors.text import TextConfig, TransformerText, model_directory
 from cmamba.extractors.transcripts import split_words
 
@@ -18,7 +18,7 @@ def times(n: int) -> np.ndarray:
 def test_word_vectors_are_the_mean_of_their_sub_tokens():
     extractor = get_extractor("text-transformer")
     words = "you always want the superlative degree".split()
-    seq = validate_sequence(extractor.extract(words, times(len(words))), extractor.name, 384)
+    seq = validate_sequence(extractor.extract(Words(words, times(len(words)))), extractor.name, 384)
     assert seq.values.shape == (6, 384) and seq.mask.all() and extractor.feature_dim == 384
     from transformers import AutoModel, AutoTokenizer
 
@@ -39,7 +39,7 @@ def test_word_vectors_are_the_mean_of_their_sub_tokens():
 def test_chinese_characters_are_words():
     assert split_words("今天 天气很好 ok") == ["今", "天", "天", "气", "很", "好", "ok"]
     words = split_words("我很开心")
-    seq = TransformerText().extract(words, times(len(words)))
+    seq = TransformerText().extract(Words(words, times(len(words))))
     assert seq.values.shape == (4, 384) and seq.info["words_without_tokens"] == 0
 
 
@@ -54,6 +54,6 @@ def test_models_come_only_from_local_verified_files(tmp_path):
 
 def test_bad_text_input():
     with pytest.raises(ValueError, match="need one \\(start, end\\) per word, got 2 words, 1 times"):
-        TransformerText().extract(["a", "b"], np.zeros((1, 2)))
+        TransformerText().extract(Words(["a", "b"], np.zeros((1, 2))))
     with pytest.raises(ValueError, match="got 0 words"):
-        TransformerText().extract([], np.zeros((0, 2)))
+        TransformerText().extract(Words([], np.zeros((0, 2))))

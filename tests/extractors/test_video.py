@@ -15,8 +15,8 @@ import skimage.data
 
 from cmamba.assets import install_models
 from cmamba.errors import ModelNotFoundError
-from cmamba.extractors import video
-from cmamba.extractors.base import get_extractor, validate_sequence
+from cmamba.extractors import decode, video
+from cmamba.extractors.base import Frames, get_extractor, validate_sequence
 from cmamba.extractors.decode import probe, read_frames
 from cmamba.extractors.video import BLENDSHAPES, FaceConfig, MediaPipeFace, pose_from_matrix
 
@@ -36,7 +36,7 @@ def carphone() -> tuple[np.ndarray, np.ndarray]:
 
 
 def still(image: np.ndarray, config: FaceConfig | None = None):
-    return MediaPipeFace(config).extract(image[None], np.zeros(1))
+    return MediaPipeFace(config).extract(Frames(image[None], np.zeros(1)))
 
 
 def test_feature_names_follow_mediapipe():
@@ -85,7 +85,7 @@ def test_a_still_image_finds_one_face():
 @pytest.mark.parametrize("picture", ["black", "cat"])
 def test_frames_without_a_face_are_masked_zeros(picture):
     frame = np.zeros((144, 176, 3), np.uint8) if picture == "black" else skimage.data.chelsea()
-    seq = MediaPipeFace().extract(np.stack([frame] * 3), np.arange(3) * 0.1)
+    seq = MediaPipeFace().extract(Frames(np.stack([frame] * 3), np.arange(3) * 0.1))
     assert seq.values.shape == (3, 58) and not seq.mask.any() and not seq.values.any()
     assert seq.info == {"face_frames": 0, "frames": 3, "multiple_faces_frames": 0}
 
@@ -112,18 +112,18 @@ def test_a_huge_frame_is_downscaled_and_the_face_still_found(tmp_path, monkeypat
         shapes.append(frames.shape)
         return frames, times
 
-    monkeypatch.setattr(video, "read_frames", spy)
+    monkeypatch.setattr(decode, "read_frames", spy)  # what extract_file decodes with
     seq = MediaPipeFace().extract_file(path)
     assert shapes == [(1, 640, 640, 3)] and seq.mask.tolist() == [True]
 
 
 def test_landmarks_normalised_to_the_face_box(carphone):
-    seq = MediaPipeFace(FaceConfig(landmarks=True)).extract(*carphone)
+    seq = MediaPipeFace(FaceConfig(landmarks=True)).extract(Frames(*carphone))
     assert seq.values.shape == (len(carphone[0]), 52 + 6 + 1434) and seq.mask.mean() >= 0.95
     points = seq.values[seq.mask][:, 58:].reshape(-1, 478, 3)
     assert points[..., :2].min() >= -0.1 and points[..., :2].max() <= 1.1
     assert np.abs(points[..., 2]).max() < 1.0 and points[..., 2].std() > 0.05  # depth, in face widths
-    np.testing.assert_array_equal(seq.values[:, :58], MediaPipeFace().extract(*carphone).values)
+    np.testing.assert_array_equal(seq.values[:, :58], MediaPipeFace().extract(Frames(*carphone)).values)
 
 
 def test_pose_convention():
@@ -152,19 +152,19 @@ def test_a_clip_does_not_depend_on_the_clip_before(carphone):
     other = np.stack([cv2.resize(skimage.data.astronaut(), (176, 144))] * 5)
     for config in (FaceConfig(), FaceConfig(max_faces=1)):  # one tracked face is where state would leak
         extractor = MediaPipeFace(config)
-        alone = extractor.extract(frames, times)
-        extractor.extract(other, np.arange(5) * 0.1)
-        extractor.extract(frames[::-1].copy(), times)
-        np.testing.assert_array_equal(extractor.extract(frames, times).values, alone.values)
+        alone = extractor.extract(Frames(frames, times))
+        extractor.extract(Frames(other, np.arange(5) * 0.1))
+        extractor.extract(Frames(frames[::-1].copy(), times))
+        np.testing.assert_array_equal(extractor.extract(Frames(frames, times)).values, alone.values)
 
 
 def test_threads_give_the_sequential_results(carphone):
     frames, times = carphone
     clips = [frames, frames[:, :, ::-1].copy(), frames[::-1].copy()]
     extractor = MediaPipeFace()
-    expected = [extractor.extract(clip, times).values for clip in clips]
+    expected = [extractor.extract(Frames(clip, times)).values for clip in clips]
     with ThreadPoolExecutor(3) as pool:
-        results = list(pool.map(lambda clip: extractor.extract(clip, times).values, clips * 2))
+        results = list(pool.map(lambda clip: extractor.extract(Frames(clip, times)).values, clips * 2))
     for got, want in zip(results, expected * 2, strict=True):
         np.testing.assert_array_equal(got, want)
 
@@ -173,13 +173,13 @@ def test_bad_inputs_and_configs_are_refused(carphone, tmp_path):
     frames, times = carphone
     extractor = MediaPipeFace()
     with pytest.raises(ValueError, match="uint8 RGB frames"):
-        extractor.extract(frames.astype(np.float32), times)
+        extractor.extract(Frames(frames.astype(np.float32), times))
     with pytest.raises(ValueError, match="timestamps of shape"):
-        extractor.extract(frames, times[:-1])
+        extractor.extract(Frames(frames, times[:-1]))
     with pytest.raises(ValueError, match="increase strictly"):
-        extractor.extract(frames, times[::-1].copy())
+        extractor.extract(Frames(frames, times[::-1].copy()))
     for bad in ({"fps": 0}, {"max_faces": 0}, {"max_side": 8}, {"min_tracking_confidence": 1.5}):
         with pytest.raises(ValueError, match=re.escape(next(iter(bad)))):
             FaceConfig(**bad)
     with pytest.raises(ModelNotFoundError, match=r"does not exist.*cmamba models install"):
-        MediaPipeFace(FaceConfig(model_path=str(tmp_path / "missing.task"))).extract(frames, times)
+        MediaPipeFace(FaceConfig(model_path=str(tmp_path / "missing.task"))).extract(Frames(frames, times))

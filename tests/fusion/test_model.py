@@ -25,7 +25,7 @@ def batch(B: int = 3, lengths=(9, 20, 14), dims=DIMS, seed: int = 0) -> dict:
 
 
 def test_paper_block_has_the_paper_parameter_count():
-    """coupled-ssm.md §7.4: one Mamba mixer at d_model 128, d_state 64, expand 2, dt_rank 16 has 157,440."""
+    """One Mamba mixer at d_model 128, d_state 64, expand 2, dt_rank 16 has 157,440 parameters (as in mamba-ssm)."""
     block = MambaBlockParams(FusionConfig(modalities={"x": 1}))
     assert sum(p.numel() for n, p in block.named_parameters() if not n.startswith("norm")) == 157_440
 

@@ -15,9 +15,9 @@ import torch
 from cmamba.datasets.memory import FeatureDataset
 from cmamba.datasets.synthetic import CUE_FLIP_DIMS, cue_flip
 from cmamba.fusion.checkpoint import check_schema, load_checkpoint, save_checkpoint
-from cmamba.fusion.config import FusionConfig
+from cmamba.fusion.config import FusionConfig, TrainConfig
 from cmamba.fusion.model import build_model
-from cmamba.fusion.train import TrainConfig, drop_elements, evaluate, predict, train, train_seeds
+from cmamba.fusion.train import drop_elements, evaluate, predict, train, train_seeds
 
 TINY = dict(modalities=dict(CUE_FLIP_DIMS), d_model=8, d_state=4, n_layers=1, n_heads=2)
 RECIPE = TrainConfig(epochs=2, batch_size=16, progress=False, patience=None)

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from skimage import data
 
-from cmamba.extractors.align import ALIGN_MODES
-from cmamba.pipeline.clip import ExtractionConfig, extract_clip
+from cmamba.constants import ALIGN_MODES
+from cmamba.pipeline.clip import extract_clip
+from cmamba.pipeline.config import ExtractionConfig
 
 MEDIA = Path(__file__).parents[1] / "fixtures" / "media"
 SENTENCE = "and you always want to see it in the superlative degree"

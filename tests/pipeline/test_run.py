@@ -4,6 +4,7 @@ changed config re-extracting only its modality, the lock, and the training reade
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -19,14 +20,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from cmamba.app.runs import open_run, train_cache
 from cmamba.datasets.media import distinct_copy
 from cmamba.datasets.shards import ShardDataset
 from cmamba.errors import CacheError
 from cmamba.extractors.audio import AudioConfig
+from cmamba.extractors.opensmile import EGEMAPS_LLD_NAMES, OpenSmileConfig, OpenSmileEgemaps
 from cmamba.extractors.text import MINILM_SHA256
 from cmamba.fusion.batch import collate
+from cmamba.fusion.config import TrainConfig
 from cmamba.pipeline.cache.store import cache_lock, read_errors, read_manifest, shard_paths
-from cmamba.pipeline.clip import ExtractionConfig
+from cmamba.pipeline.config import ExtractionConfig
 from cmamba.pipeline.layout import folder_clips
 from cmamba.pipeline.run import run_extraction
 
@@ -131,7 +135,7 @@ def test_reader_alignment_modes_and_training_batches(cache):
 
 KILL_SCRIPT = """
 import sys
-from cmamba.pipeline.clip import ExtractionConfig
+from cmamba.pipeline.config import ExtractionConfig
 from cmamba.pipeline.layout import folder_clips
 from cmamba.pipeline.run import run_extraction
 run_extraction(folder_clips(sys.argv[1]), sys.argv[2], ExtractionConfig(use_asr=False), workers=2, clips_per_shard=2,
@@ -214,3 +218,30 @@ def test_a_killed_worker_is_replaced_and_the_run_completes(folder, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["clips"] == 6 and manifest["counts"]["failed"] == 0
     assert set(rows_by_id(out)) == {f"clip{i}" for i in range(6)}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning:numpy")  # one clip per split: Pearson correlation is undefined
+def test_a_cache_of_the_opensmile_extractor_extracts_and_trains(folder, tmp_path):
+    """The second audio extractor runs through the unchanged pipeline (its own module and registration only)."""
+    config = ExtractionConfig(audio=OpenSmileConfig(), use_asr=False)
+    out = tmp_path / "cache"
+    summary = run_extraction(folder_clips(folder), out, config, workers=0, progress=False)
+    manifest = read_manifest(out)
+    assert summary.failed == {"open": 1}  # broken.mp4 only
+    assert manifest["dims"]["audio"] == 25 and manifest["feature_names"]["audio"] == list(EGEMAPS_LLD_NAMES)
+    assert manifest["extractors"]["audio"]["name"] == "opensmile-egemaps"
+    assert manifest["config"]["audio"] == {"extractor": "opensmile-egemaps", "sample_rate": 16000}
+    assert all(len(manifest["extractors"][role]["sha256"]) == 64 for role in OpenSmileEgemaps().model_files())
+    assert ExtractionConfig.from_dict(manifest["config"]) == config
+    rows = rows_by_id(out)
+    speech = np.stack(rows["speech"]["audio_values"])
+    assert speech.shape == (401, 25) and np.isfinite(speech).all() and (speech.std(0) > 0).all()
+    assert rows["session1/silent"]["audio_absent"] == "no audio stream"
+    run = tmp_path / "run"
+    recipe = TrainConfig(dataset="mosi", epochs=2, batch_size=2, progress=False)
+    result = train_cache(out, run, model={"d_model": 16, "d_state": 4, "n_layers": 1}, train=recipe, seeds=(1111,))
+    assert math.isfinite(result["test"]["MAE"]["mean"])
+    assert (run / "seed-1111" / "best" / "model.safetensors").is_file()
+    trained = open_run(run)
+    assert trained.model.config.modalities["audio"] == 25
+    assert trained.extraction["extractors"]["audio"]["name"] == "opensmile-egemaps"

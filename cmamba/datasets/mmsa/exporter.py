@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 from numpy._core import multiarray
 
-from cmamba.datasets.mmsa.importer import MMSA_KEY, SEPARATOR, SPLITS, UNIMODAL
+from cmamba.constants import ALIGN_MODES, CLIP_ID_SEPARATOR, MODALITIES, SPLITS
+from cmamba.datasets.mmsa.importer import MMSA_KEY, UNIMODAL
 from cmamba.errors import MMSAFormatError
-from cmamba.extractors.align import ALIGN_MODES, align
+from cmamba.extractors.align import align
 from cmamba.io import atomic_path
-from cmamba.pipeline.cache.schema import MODALITIES, iter_shard_rows, row_sequences
+from cmamba.pipeline.cache.schema import iter_shard_rows, row_sequences
 from cmamba.pipeline.cache.store import read_manifest, shard_paths
 
 
@@ -154,7 +155,7 @@ def export_mmsa(
     cache = Path(cache)
     manifest, clips = _read_clips(cache, align, clock_rate)
     every = [c for split in clips.values() for c in split]
-    keys = ("text", "audio", "video") + (("text_bert",) if any("text_bert" in c.arrays for c in every) else ())
+    keys = MODALITIES + (("text_bert",) if any("text_bert" in c.arrays for c in every) else ())
     seq_lens = _seq_lens(clips, keys, max_len, (*MODALITIES, "vision", "text_bert"))
     dims = {**{m: int(manifest["dims"][m]) for m in MODALITIES}, "text_bert": 3}
     unimodal = [u for u in UNIMODAL if every and all(c.row.get(f"label_{u}") is not None for c in every)]
@@ -172,7 +173,7 @@ def export_mmsa(
                 part["text_bert"] = values.transpose(0, 2, 1)  # (N, 3, L_tok), MMSA's row order
             else:
                 part[MMSA_KEY[key]] = values
-            if key in ("text", "audio", "video"):  # MMSA reads audio/vision_lengths; text_lengths is for re-import
+            if key in MODALITIES:  # MMSA reads audio/vision_lengths; text_lengths is for re-import
                 part[f"{MMSA_KEY[key]}_lengths"] = counts
         for u in unimodal:
             part[f"regression_labels_{u}"] = np.array([c.row[f"label_{u}"] for c in split], np.float32)
@@ -209,7 +210,9 @@ def export_mult(
         part = {MMSA_KEY[m]: _pad(split, m, seq_lens[m], int(manifest["dims"][m]), left=True)[0] for m in MODALITIES}
         part["labels"] = np.array([c.row["label"] for c in split], np.float32).reshape(-1, 1, 1)
         ids = [c.row["clip_id"] for c in split]
-        fields = [(c.row.get("video_id") or i, i.split(SEPARATOR, 1)[-1], i) for c, i in zip(split, ids, strict=True)]
+        fields = [
+            (c.row.get("video_id") or i, i.split(CLIP_ID_SEPARATOR, 1)[-1], i) for c, i in zip(split, ids, strict=True)
+        ]
         part["id"] = np.array([[f.encode("utf-8") for f in row] for row in fields], dtype=bytes).reshape(-1, 3)
         payload[name] = part
     provenance = _provenance(cache, manifest, "mult-pkl", align, seq_lens)

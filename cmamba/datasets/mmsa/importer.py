@@ -30,20 +30,19 @@ from typing import Any
 
 import numpy as np
 
+from cmamba.constants import CLIP_ID_SEPARATOR, MODALITIES, SPLITS
 from cmamba.datasets.mmsa.safe_pickle import safe_load_pickle
 from cmamba.errors import MMSAFormatError
 from cmamba.extractors.base import FeatureSequence
 from cmamba.io import sha256_file
-from cmamba.pipeline.cache.schema import MODALITIES, modality_columns
+from cmamba.pipeline.cache.schema import modality_columns
 from cmamba.pipeline.cache.store import cache_lock, finish_cache
 
-SPLITS = ("train", "valid", "test")
 MMSA_KEY = {"text": "text", "audio": "audio", "video": "vision"}  # cmamba modality → MMSA key
 REQUIRED = ("id", "text", "audio", "vision", "regression_labels")
 OPTIONAL = ("raw_text", "text_bert", "text_lengths", "audio_lengths", "vision_lengths", "annotations")
 UNIMODAL = ("T", "A", "V")
 KNOWN = (*REQUIRED, *OPTIONAL, *(f"regression_labels_{u}" for u in UNIMODAL))
-SEPARATOR = "$_$"
 
 
 # --- import -------------------------------------------------------------------------------------------------
@@ -151,7 +150,7 @@ def _import_split(split: _Split) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     for i, clip_id in enumerate(ids):
         row = {
             "clip_id": clip_id,
-            "video_id": clip_id.split(SEPARATOR, 1)[0],
+            "video_id": clip_id.split(CLIP_ID_SEPARATOR, 1)[0],
             "split": split.name,
             "label": _finite_or_none(labels[i]),
             **{f"label_{u}": _finite_or_none(float(v[i])) for u, v in unimodal.items()},

@@ -1,7 +1,7 @@
 """Transcripts and word timing: ``types`` (the ``Transcript`` and how text splits into words), ``readers``
 (label text, .txt / .srt / .vtt / .json sidecars), ``timing`` (every word gets an interval inside the clip) and
 ``asr`` (optional offline speech recognition with faster-whisper). Pure functions over text and samples; no
-scheduling, no cache.
+scheduling, no cache. Part of ``cmamba.extractors``: imports only the extractor base and the shared modules.
 """
 
 from cmamba.errors import TranscriptError

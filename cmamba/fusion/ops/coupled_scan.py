@@ -29,7 +29,7 @@ transition lies in (0, M) and diverges), ``"none"`` (each chain reads only its o
 Mamba scans). ``weights`` (learned convex weights) override ``coupling``.
 
 Because Σ_m w_m h^m_t = P_t ⊙ H_{t-1} + U_t, the coupled system is ONE diagonal scan over H plus a per-chain
-readout (docs: coupled-ssm.md §4). The fast backends compute exactly that; ``coupled_scan_ref`` is the
+readout. The fast backends compute exactly that; ``coupled_scan_ref`` is the
 literal per-chain loop and the test oracle.
 
 Backends (chosen in one place, ``scan_backend``): ``cpu`` (fused numba kernel), ``triton`` (CUDA kernel, or

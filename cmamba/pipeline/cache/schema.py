@@ -18,12 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cmamba.constants import MODALITIES
 from cmamba.extractors.base import FeatureSequence
 from cmamba.io import atomic_path
 
 SCHEMA_VERSION = 1
 ROW_GROUP = 64  # clips per Parquet row group: the unit the training reader decodes at a time
-MODALITIES = ("text", "audio", "video")
 META_COLUMNS = {
     "clip_id": pa.string(),
     "video_id": pa.string(),

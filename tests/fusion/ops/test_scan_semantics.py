@@ -19,7 +19,7 @@ def mamba_selective_scan_ref():
     """mamba-ssm's own pure-PyTorch ``selective_scan_ref`` (installed by ``./run tests``).
 
     On a machine without its CUDA extension, mamba_ssm imports only with an empty stand-in for
-    ``selective_scan_cuda`` (deps.md §5); the reference function never touches it.
+    ``selective_scan_cuda`` (not built without CUDA); the reference function never touches it.
     """
     try:
         importlib.import_module("selective_scan_cuda")

@@ -1,0 +1,77 @@
+"""``ExtractionConfig``: everything that decides a clip's features (which extractor per modality and its config,
+ASR, alignment, the modalities). A plain dataclass over the extractors' configs: importing it loads no media,
+model or scheduling library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from cmamba.constants import ALIGN_MODES, MODALITIES
+from cmamba.extractors import EXTRACTORS, Extractor, available_extractors, extractor_for
+from cmamba.extractors.audio import AudioConfig
+from cmamba.extractors.text import TextConfig
+from cmamba.extractors.transcripts.asr import AsrConfig
+from cmamba.extractors.video import FaceConfig
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """Everything that decides a clip's features; its JSON form is saved in every cache manifest.
+
+    ``video`` / ``audio`` / ``text`` hold the config of that modality's extractor, and its type picks the
+    extractor: ``AudioConfig()`` runs "librosa-audio", ``OpenSmileConfig()`` "opensmile-egemaps" (any registered
+    extractor of the modality). ``to_dict`` records each section's ``extractor`` name; ``from_dict`` reads it.
+    """
+
+    video: Any = field(default_factory=FaceConfig)
+    audio: Any = field(default_factory=AudioConfig)
+    text: Any = field(default_factory=TextConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    use_asr: bool = True  # transcribe clips without a transcript, and time untimed ones, when [asr] is installed
+    align: str = "native"
+    clock_rate: float = 10.0  # Hz, the grid of ``align="clock"``
+    modalities: tuple[str, ...] = MODALITIES
+
+    def __post_init__(self):
+        if self.align not in ALIGN_MODES:
+            raise ValueError(f"align={self.align!r} is not one of {ALIGN_MODES}")
+        if self.clock_rate <= 0:
+            raise ValueError(f"clock_rate must be positive, got {self.clock_rate}")
+        unknown = set(self.modalities) - set(MODALITIES)
+        if unknown or not self.modalities:
+            raise ValueError(f"modalities={self.modalities!r}: choose one or more of {MODALITIES}")
+        for m in MODALITIES:
+            extractor = extractor_for(getattr(self, m))
+            if extractor.modality != m:
+                raise ValueError(f"{m}: {extractor.name} extracts {extractor.modality}, not {m}")
+
+    def extractor(self, modality: str) -> Extractor:
+        """The configured extractor of ``modality``."""
+        return extractor_for(getattr(self, modality))
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        for m in MODALITIES:
+            values[m] = {"extractor": self.extractor(m).name, **values[m]}
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExtractionConfig:
+        """The inverse of ``to_dict`` (e.g. the config recorded in a cache manifest or a checkpoint); a section
+        without an ``extractor`` key is the default extractor's config."""
+        fields = dict(values)
+        for m in MODALITIES:
+            if m in fields:
+                section = dict(fields[m])
+                name = section.pop("extractor", extractor_for(cls.__dataclass_fields__[m].default_factory()).name)
+                if name not in EXTRACTORS or EXTRACTORS[name].modality != m:
+                    raise ValueError(f"{m}.extractor={name!r}: choose one of {available_extractors(m)}")
+                fields[m] = EXTRACTORS[name].config_type(**section)
+        if "asr" in fields:
+            fields["asr"] = AsrConfig(**fields["asr"])
+        if "modalities" in fields:
+            fields["modalities"] = tuple(fields["modalities"])
+        return cls(**fields)
