@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cmamba {args.command}: error: {exc}; run `cmamba doctor` to see what is broken and how to fix it",
               file=sys.stderr)  # fmt: skip
         return 1
-    except (ValueError, OSError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError, pickle.UnpicklingError, EOFError) as exc:  # EOF: a truncated pickle
         log.exception("cmamba %s failed", args.command)
         print(f"cmamba {args.command}: error: {exc}", file=sys.stderr)
         return 1

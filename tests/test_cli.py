@@ -163,3 +163,21 @@ def test_a_missing_face_model_prints_the_fix(tmp_path):
     assert done.returncode == 1 and "cmamba models install" in done.stderr
     done = subprocess.run([sys.executable, "-m", "cmamba", "doctor"], capture_output=True, text=True, env=env)
     assert done.returncode == 1 and "cmamba models install" in done.stdout
+
+
+@pytest.mark.parametrize("kind", ["malicious", "truncated"])
+def test_a_bad_pickle_is_a_one_line_error(kind, tmp_path, capsys):
+    """A pickle the restricted unpickler refuses, or a cut-off one, is named in one line (traceback in the log)."""
+    import pickle
+
+    from cmamba import cli
+
+    path = tmp_path / "features.pkl"
+    if kind == "malicious":
+        path.write_bytes(pickle.dumps({"train": os.getcwd}))  # asks the unpickler for a function
+    else:
+        path.write_bytes(pickle.dumps({"train": {"id": ["a"] * 100}})[:40])
+    assert cli.main(["import-mmsa", str(path), "--out", str(tmp_path / "cache")]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("log: ")]
+    assert len(err) == 1 and err[0].startswith("cmamba import-mmsa: error:") and "Traceback" not in err[0]
+    assert ("refusing to load" in err[0]) == (kind == "malicious")

@@ -37,12 +37,10 @@ from typing import Any
 from cmamba.constants import ALIGN_MODES, DATASETS, MODALITIES, TASKS
 from cmamba.errors import ConfigError
 from cmamba.extractors import EXTRACTORS, available_extractors, extractor_for
-from cmamba.extractors.audio import PRESETS, AudioConfig
-from cmamba.extractors.text import TextConfig
+from cmamba.extractors.audio import PRESETS
 from cmamba.extractors.transcripts.asr import AsrConfig
-from cmamba.extractors.video import FaceConfig
 from cmamba.fusion.config import COUPLINGS, DEFAULT_SEEDS, FUSIONS, POOLINGS, FusionConfig, TrainConfig
-from cmamba.pipeline.config import ExtractionConfig
+from cmamba.pipeline.config import EXTRACTOR_KEY, ExtractionConfig, extractor_section
 
 FORMATS = (".toml", ".yaml", ".yml")
 _EXTRACTION = ExtractionConfig()  # the pipeline's defaults, so align/extract never restate them
@@ -142,9 +140,9 @@ SECTION_HELP = {
 class CmambaConfig:
     """A resolved config: one dataclass per section. ``to_dict()`` is what every output should record."""
 
-    video: Any = field(default_factory=FaceConfig)  # the modality sections hold their extractor's config
-    audio: Any = field(default_factory=AudioConfig)
-    text: Any = field(default_factory=TextConfig)
+    video: Any = _EXTRACTION.video  # the modality sections hold their extractor's config (frozen dataclasses)
+    audio: Any = _EXTRACTION.audio
+    text: Any = _EXTRACTION.text
     asr: AsrConfig = field(default_factory=AsrConfig)
     align: AlignOptions = field(default_factory=AlignOptions)
     extract: ExtractOptions = field(default_factory=ExtractOptions)
@@ -186,7 +184,7 @@ class CmambaConfig:
         """The resolved config as plain JSON types (tuples become lists), one table per section."""
         values = dataclasses.asdict(self)
         for m in MODALITIES:
-            values[m] = {"extractor": extractor_for(getattr(self, m)).name, **values[m]}
+            values[m] = extractor_section(getattr(self, m))
         # A JSON round trip: anything that could not be saved fails here, not when an output is written.
         return json.loads(json.dumps(values))
 
@@ -226,9 +224,6 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 @cache
 def _section_types() -> dict[str, type]:
     return typing.get_type_hints(CmambaConfig)
-
-
-EXTRACTOR_KEY = "extractor"  # in [video] / [audio] / [text]: which registered extractor the section configures
 
 
 def _chosen_extractors(layers: list[tuple[str, Any]]) -> dict[str, str]:

@@ -109,7 +109,8 @@ def _packages() -> list[Check]:
 
 
 def _face_model() -> list[Check]:
-    from cmamba.assets import FACE_MODEL_ENV, ModelNotFoundError, resolve_face_model, verify_models
+    from cmamba.assets import FACE_MODEL_ENV, resolve_face_model, verify_models
+    from cmamba.errors import ModelNotFoundError
 
     if os.environ.get(FACE_MODEL_ENV):  # extraction uses this file instead of the cache
         try:
@@ -177,18 +178,24 @@ def _asr() -> list[Check]:
     return [_warn("asr (optional)", f"{detail} (clips without a transcript get no text)", "pip install 'cmamba[asr]'")]
 
 
-def _opensmile() -> list[Check]:
-    from cmamba.extractors.opensmile import INSTALL_HINT
+def _optional_extractors() -> list[Check]:
+    """Registered extractors that need an optional package: available, or how to install it."""
+    from cmamba.extractors import EXTRACTORS
 
-    name, fix = "opensmile (optional)", INSTALL_HINT
-    try:
-        version = importlib.metadata.version("opensmile")
-        importlib.import_module("opensmile")
-    except importlib.metadata.PackageNotFoundError:
-        return [_warn(name, "not installed: the opensmile-egemaps audio extractor is unavailable", fix)]
-    except Exception as exc:  # a broken native library raises more than ImportError
-        return [_warn(name, f"installed but `import opensmile` fails: {type(exc).__name__}: {exc}", fix)]
-    return [_ok(name, f'{version}: audio.extractor = "opensmile-egemaps" is available')]
+    checks = []
+    for name, cls in sorted(EXTRACTORS.items()):
+        for module in cls.requires:
+            label = f"{name} (optional)"
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # a broken native library raises more than ImportError
+                why = f"`import {module}` fails ({type(exc).__name__}: {exc})"
+                checks.append(
+                    _warn(label, f"{why}: {cls.modality}.extractor = {name!r} is unavailable", cls.install_hint)
+                )
+            else:
+                checks.append(_ok(label, f"{cls.modality}.extractor = {name!r} is available ({module} importable)"))
+    return checks
 
 
 def _cuda() -> list[Check]:
@@ -212,7 +219,7 @@ def _gpu_kernels() -> list[Check]:
 
     cuda = torch.cuda.is_available()
     checks = []
-    # the modules cmamba imports: fusion/_scan_triton.py and fusion/layers.py
+    # the modules cmamba imports: fusion/ops/triton.py and fusion/layers.py
     for name, module, fix in (
         ("triton", "triton", GPU_EXTRA),
         ("mamba-ssm", "mamba_ssm.ops.triton.layer_norm", MAMBA_BUILD),
@@ -262,7 +269,7 @@ CHECKS: tuple[tuple[str, bool, Callable[[], list[Check]]], ...] = (
     ("text model", True, _text_model),
     ("ffmpeg codecs", True, _codecs),
     ("asr (optional)", False, _asr),
-    ("opensmile (optional)", False, _opensmile),
+    ("optional extractors", False, _optional_extractors),
     ("cuda", False, _cuda),
     ("gpu kernels", False, _gpu_kernels),
     ("scan backend", True, _scan_backend),

@@ -60,8 +60,11 @@ def train_cache(
 
 
 def best_checkpoint(run: str | Path) -> Path:
-    """The checkpoint folder of a run: ``run/best``, or the ``best`` of the seed with the lowest valid loss."""
+    """The checkpoint folder of a run: ``run`` itself when it is a checkpoint folder, ``run/best``, or the ``best``
+    of the seed with the lowest valid loss."""
     run = Path(run)
+    if (run / "model.json").is_file():
+        return run
     if (run / "best" / "model.json").is_file():
         return run / "best"
     seeds = sorted(run.glob("seed-*/result.json"))
@@ -120,5 +123,10 @@ def evaluate_run(
     data = trained.read(cache, split=split)
     if not len(data):
         raise ValueError(f"{cache} has no clips in split {split!r}")
-    name = dataset or trained.train_config["dataset"]
+    name = dataset or trained.train_config.get("dataset")
+    if name is None:
+        raise ValueError(
+            f"{trained.checkpoint.parent} has no config.json naming the run's dataset; pass the metric conventions "
+            "explicitly (evaluate_run(..., dataset='mosi'))"
+        )
     return evaluate(trained.model, data, name, missing_rate=missing_rate)

@@ -1,6 +1,6 @@
-"""Training data: ``memory`` (an in-memory ``FeatureDataset`` and ``collate``), ``shards`` (``ShardDataset``, the
-streaming reader over a feature cache), ``synthetic`` (benchmark tasks with known answers), ``media`` (real
-talking-face clips muxed from public recordings, for tests, benchmarks and the demo) and ``mmsa`` (MMSA / MulT
-pickles in and out). May import torch, the pipeline's cache, the extractors' alignment and the shared modules;
-never the app layer or the CLI.
+"""Training data: ``memory`` (an in-memory ``FeatureDataset``; ``collate`` lives in ``cmamba.fusion.batch``),
+``shards`` (``ShardDataset``, the streaming reader over a feature cache), ``synthetic`` (benchmark tasks with known
+answers), ``media`` (real talking-face clips muxed from public recordings, for tests, benchmarks and the demo) and
+``mmsa`` (MMSA / MulT pickles in and out). May import torch, the pipeline's cache, the extractors' alignment, the
+fusion stage and the shared modules; never the app layer or the CLI.
 """

@@ -1,4 +1,4 @@
-"""An in-memory feature dataset and the collate function that builds the model's batch dicts."""
+"""An in-memory feature dataset yielding the samples ``cmamba.fusion.batch.collate`` turns into batches."""
 
 from __future__ import annotations
 

@@ -91,6 +91,9 @@ class Extractor(ABC, Generic[InputT]):
     modality: ClassVar[str]
     input_type: ClassVar[type]
     config_type: ClassVar[type]
+    # Optional dependencies (import names) beyond cmamba's own, and how to install them; `cmamba doctor` checks them.
+    requires: ClassVar[tuple[str, ...]] = ()
+    install_hint: ClassVar[str] = ""
 
     def __init__(self, config: Any = None):
         if config is None:
@@ -159,6 +162,11 @@ def register_extractor(cls: type[Extractor]) -> type[Extractor]:
         raise TypeError(f"extractor {cls.__name__}: modality {cls.modality!r} is not one of {MODALITIES}")
     if cls.input_type not in INPUT_KINDS:
         raise TypeError(f"extractor {cls.__name__}: input_type must be Frames, Samples or Words")
+    kind = INPUT_KINDS[cls.input_type]
+    if cls().input_spec().kind != kind:
+        raise TypeError(f"extractor {cls.__name__}: input_spec().kind must be {kind!r} for {cls.input_type.__name__}")
+    if kind == "words" and cls.modality != "text":  # the cache stores words and their tokens with the text modality
+        raise TypeError(f"extractor {cls.__name__}: Words input is the text modality's, not {cls.modality!r}")
     if cls.name in EXTRACTORS and EXTRACTORS[cls.name] is not cls:
         raise ValueError(f"an extractor named {cls.name!r} is already registered ({EXTRACTORS[cls.name].__name__})")
     owner = next((other for other in EXTRACTORS.values() if other.config_type is cls.config_type), None)

@@ -108,6 +108,8 @@ class OpenSmileEgemaps(Extractor[Samples]):
     modality = "audio"
     input_type = Samples
     config_type = OpenSmileConfig
+    requires = ("opensmile",)
+    install_hint = INSTALL_HINT
 
     @property
     def feature_names(self) -> tuple[str, ...]:

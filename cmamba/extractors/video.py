@@ -46,7 +46,7 @@ LANDMARKS = tuple(f"lm{i}_{axis}" for i in range(478) for axis in "xyz")
 class FaceConfig:
     # 10 Hz resolves facial expressions (onsets last 100+ ms) at a third of the cost of 30 fps video.
     fps: float = 10.0
-    max_side: int = 640  # extract_file downscales larger frames before detection (the detector works at 128 px)
+    max_side: int = 640  # decoding downscales larger frames before detection (the detector works at 128 px)
     landmarks: bool = False  # add the 478 (x, y, z) landmarks normalised to the face box
     model_path: str | None = None  # None: $CMAMBA_FACE_MODEL, else the installed pinned model
     max_faces: int = 4  # faces detected per frame; the largest is kept (several so the largest can be chosen)

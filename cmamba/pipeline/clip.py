@@ -46,7 +46,7 @@ class ModalityResult:
     sequence: FeatureSequence | None = None
     absent: str | None = None  # why the clip does not carry this modality
     error: ClipError | None = None
-    transcript: Transcript | None = None  # text only: the timed words
+    transcript: Transcript | None = None  # extractors of Words input: the timed words
 
 
 @dataclass

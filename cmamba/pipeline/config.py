@@ -16,6 +16,13 @@ from cmamba.extractors.text import TextConfig
 from cmamba.extractors.transcripts.asr import AsrConfig
 from cmamba.extractors.video import FaceConfig
 
+EXTRACTOR_KEY = "extractor"  # in a modality section: which registered extractor the section configures
+
+
+def extractor_section(config: Any) -> dict[str, Any]:
+    """One modality section as stored: ``{"extractor": name, **the extractor's config fields}``."""
+    return {EXTRACTOR_KEY: extractor_for(config).name, **dataclasses.asdict(config)}
+
 
 @dataclass(frozen=True)
 class ExtractionConfig:
@@ -55,7 +62,7 @@ class ExtractionConfig:
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         for m in MODALITIES:
-            values[m] = {"extractor": self.extractor(m).name, **values[m]}
+            values[m] = extractor_section(getattr(self, m))
         return values
 
     @classmethod
@@ -66,7 +73,7 @@ class ExtractionConfig:
         for m in MODALITIES:
             if m in fields:
                 section = dict(fields[m])
-                name = section.pop("extractor", extractor_for(cls.__dataclass_fields__[m].default_factory()).name)
+                name = section.pop(EXTRACTOR_KEY, extractor_for(cls.__dataclass_fields__[m].default_factory()).name)
                 if name not in EXTRACTORS or EXTRACTORS[name].modality != m:
                     raise ValueError(f"{m}.extractor={name!r}: choose one of {available_extractors(m)}")
                 fields[m] = EXTRACTORS[name].config_type(**section)

@@ -3,7 +3,7 @@
     run_extraction(clips, "cache/", config)                    # LocalCluster: processes, 1 thread each
     run_extraction(clips, "cache/", config, scheduler="tcp://host:8786")   # an existing Dask cluster
 
-Modality tasks write their result to the part cache (``parts.py``) and return only a small status, so no
+Modality tasks write their result to the part cache (``cache/parts.py``) and return only a small status, so no
 feature array travels through the scheduler until the join; each shard writer joins its clips (validation,
 native sequences) and writes one Parquet shard. Shard membership is fixed by the sorted clip list, so a re-run
 after any interruption writes the same shards, with every clip exactly once. Workers pin torch/BLAS to one

@@ -30,7 +30,8 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 def test_every_check_runs_and_passes_here(checks):
     names = by_name(checks)
     expected = {"python", "face model", "text model", "ffmpeg decoders", "ffmpeg encoders", "asr (optional)", "cuda",
-                "triton", "mamba-ssm", "causal-conv1d", "scan backend (cpu)", "opensmile (optional)"}  # fmt: skip
+                "triton", "mamba-ssm", "causal-conv1d", "scan backend (cpu)",
+                "opensmile-egemaps (optional)"}  # fmt: skip
     assert expected | {f"package {dist}" for dist in KEY_PACKAGES} <= set(names)
     assert all(c.level in ("ok", "warn", "fail") and c.ok == (c.level != "fail") for c in checks)
     assert [c for c in checks if not c.ok] == []

@@ -4,7 +4,6 @@
 scheduling, no cache. Part of ``cmamba.extractors``: imports only the extractor base and the shared modules.
 """
 
-from cmamba.errors import TranscriptError
 from cmamba.extractors.transcripts.readers import SIDECAR_SUFFIXES, find_transcript, read_transcript
 from cmamba.extractors.transcripts.timing import time_words, voiced_region
 from cmamba.extractors.transcripts.types import (
@@ -19,7 +18,6 @@ __all__ = [
     "SIDECAR_SUFFIXES",
     "TIMINGS",
     "Transcript",
-    "TranscriptError",
     "find_transcript",
     "read_transcript",
     "split_words",

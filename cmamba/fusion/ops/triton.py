@@ -153,7 +153,7 @@ def _launch_shape(u: torch.Tensor, A: torch.Tensor, independent: bool):
 
 
 class CoupledScanTriton(torch.autograd.Function):
-    """Autograd wrapper of the Triton kernels; inputs are contiguous float32 (see ``scan._core``)."""
+    """Autograd wrapper of the Triton kernels; inputs are contiguous float32 (see ``coupled_scan._core``)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, w, independent: bool):

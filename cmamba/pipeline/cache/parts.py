@@ -3,6 +3,7 @@
 A part's key hashes the media's content digest, the modality, its extractor's name, version and config, and
 what else decides the output (the label text or sidecar transcript for text), so a re-run skips finished work
 and a changed config re-extracts only the modalities it affects. Errors are never cached: they are retried.
+Stores the extraction result type of ``cmamba.pipeline.clip`` (``ModalityResult``); computes nothing.
 """
 
 from __future__ import annotations
