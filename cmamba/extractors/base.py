@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -46,10 +46,18 @@ class FeatureSequence:
 
 @dataclass(frozen=True, eq=False)
 class Frames:
-    """Video frames on a regular grid: images (T, H, W, 3) uint8 RGB, timestamps (T,) seconds, increasing."""
+    """Video frames on a regular grid, uint8 RGB with timestamps in seconds, increasing: either arrays
+    (``images`` (T, H, W, 3) and ``timestamps`` (T,)) or a ``stream`` of (t, image (H, W, 3)) pairs that is consumed
+    once, so a long video never sits in memory (what the pipeline passes). Iterating yields (t, image) pairs."""
 
-    images: np.ndarray
-    timestamps: np.ndarray
+    images: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    stream: Iterable[tuple[float, np.ndarray]] | None = None
+
+    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
+        if self.stream is not None:
+            return iter(self.stream)
+        return zip(np.asarray(self.timestamps, dtype=np.float64), self.images, strict=True)
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,6 +7,7 @@ all valid clips — the missing modality is reported as absent (``None``), never
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,70 +71,137 @@ def _scaled(frame: av.VideoFrame, max_side: int | None) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
-def read_frames(path: str | Path, fps: float, max_side: int | None = 1280) -> tuple[np.ndarray, np.ndarray] | None:
-    """RGB frames sampled at ``fps`` (the last decoded frame at or before each grid time k/fps).
+AUDIO_PREROLL = 0.25  # seconds decoded before a range's start and dropped
 
-    Returns (frames uint8 (T, H, W, 3), timestamps (T,) seconds), or None when the file has no video stream.
-    A still image gives one frame at t = 0. Frames are never dropped: every grid time inside the stream
-    gets one.
-    """
+
+def _origin(container: av.container.InputContainer) -> float:
+    """The container's first timestamp in seconds: media times are measured from it (MPEG-TS often starts at 1.4 s)."""
+    start = container.start_time
+    return start / av.time_base if start is not None and start > -(1 << 62) else 0.0  # AV_NOPTS_VALUE is INT64_MIN
+
+
+def _decode_from(
+    container: av.container.InputContainer, stream: av.stream.Stream, seconds: float
+) -> Iterator[av.frame.Frame]:
+    """The stream's frames from the keyframe at or before ``seconds`` (media time). A seek that fails, or lands past
+    ``seconds`` (some demuxers, e.g. MPEG-TS, seek by byte estimates), falls back to decoding from the beginning:
+    slower, same result (callers skip the frames before ``seconds``)."""
+    origin = _origin(container)
+    if seconds > 0:
+        try:
+            container.seek(int((seconds + origin) / stream.time_base), stream=stream, backward=True)
+            frames = container.decode(stream)
+            first = next(frames, None)
+            if first is not None and (first.time is None or float(first.time) - origin <= seconds + 1e-6):
+                yield first
+                yield from frames
+                return
+        except av.error.FFmpegError:
+            pass
+        container.seek(0)
+    yield from container.decode(stream)
+
+
+def iter_frames(
+    path: str | Path, fps: float, max_side: int | None = 1280, start: float = 0.0, end: float | None = None
+) -> Iterator[tuple[float, np.ndarray]]:
+    """RGB frames sampled at ``fps`` over [start, end) of the video stream, one at a time: (t, uint8 (H, W, 3)) with
+    t = k / fps seconds from ``start`` (the last decoded frame at or before each grid time). Memory does not grow
+    with the range: frames are never stacked. A still image gives one frame at t = 0; frames are never dropped:
+    every grid time inside the stream (and the range) gets one. Raises MediaError when no frame decodes."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     with _open(path) as container:
         if not container.streams.video:
-            return None
+            raise MediaError(path, "video", "no video stream")
         stream = container.streams.video[0]
-        frames, times, next_time, last = [], [], 0.0, None
         native = float(stream.average_rate) if stream.average_rate else fps
+        origin = _origin(container)
+        k, last, image = 0, None, None  # last: the time of the frame held in ``image`` (converted on first use)
+
+        def limit(t: float) -> bool:  # grid time k lies before t (and inside the range)
+            grid = start + k / fps
+            return grid <= t - 1e-9 and (end is None or grid < end - 1e-9)
+
         try:
-            for index, frame in enumerate(container.decode(stream)):
-                t = float(frame.time) if frame.time is not None else index / native  # no timestamps: frame count
-                while last is not None and next_time <= t - 1e-9:  # grid points covered by the previous frame
-                    if not isinstance(last[1], np.ndarray):  # convert only frames that are used
-                        last = (last[0], _scaled(last[1], max_side))
-                    frames.append(last[1])
-                    times.append(next_time)
-                    next_time += 1.0 / fps
-                last = (t, frame)
+            for index, frame in enumerate(_decode_from(container, stream, start)):
+                t = float(frame.time) - origin if frame.time is not None else index / native  # no times: count
+                while last is not None and limit(t):
+                    if not isinstance(image, np.ndarray):  # convert only frames that are used
+                        image = _scaled(image, max_side)
+                    yield k / fps, image
+                    k += 1
+                if end is not None and start + k / fps >= end - 1e-9:
+                    return
+                last, image = t, frame
         except av.error.FFmpegError as exc:
             if last is None:
                 raise MediaError(path, "video", f"no frame could be decoded ({exc})") from exc
         if last is None:
             raise MediaError(path, "video", "the video stream has no frames")
-        end = last[0] + 1.0 / native
-        if not isinstance(last[1], np.ndarray):
-            last = (last[0], _scaled(last[1], max_side))
-        while next_time < end - 1e-9 or not frames:  # the final frame lasts until the stream ends
-            frames.append(last[1])
-            times.append(next_time)
-            next_time += 1.0 / fps
-        return np.stack(frames), np.asarray(times)
+        if not isinstance(image, np.ndarray):
+            image = _scaled(image, max_side)
+        stop = last + 1.0 / native if end is None else min(last + 1.0 / native, end)
+        while start + k / fps < stop - 1e-9 or k == 0:  # the final frame lasts until the stream (or range) ends
+            yield k / fps, image
+            k += 1
 
 
-def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray | None:
-    """Mono float32 samples at ``sample_rate``, or None when the file has no audio stream."""
+def read_frames(
+    path: str | Path, fps: float, max_side: int | None = 1280, start: float = 0.0, end: float | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``iter_frames`` stacked: (frames uint8 (T, H, W, 3), timestamps (T,) seconds), or None when the file has no
+    video stream. For short clips and tests; the pipeline streams."""
+    if not probe(path).has_video:
+        return None
+    times, frames = zip(*iter_frames(path, fps, max_side, start, end), strict=True)
+    return np.stack(frames), np.asarray(times)
+
+
+def read_audio(
+    path: str | Path, sample_rate: int = 16000, start: float = 0.0, end: float | None = None
+) -> np.ndarray | None:
+    """Mono float32 samples at ``sample_rate`` of [start, end) of the audio stream (seconds from the stream's first
+    timestamp), or None when the file has no audio stream."""
     with _open(path) as container:
         if not container.streams.audio:
             return None
+        stream = container.streams.audio[0]
+        origin = _origin(container)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks = []
+        chunks, first, total = [], None, 0
+        wanted = None if end is None else round((end - start) * sample_rate)
         try:
-            for frame in container.decode(container.streams.audio[0]):
-                chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
-            chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
+            # decoders (AAC) need a few frames to settle after a seek: start a little early and drop the excess
+            for frame in _decode_from(container, stream, start - AUDIO_PREROLL):
+                if first is None:  # where the decoded samples begin, relative to ``start``
+                    first = round((float(frame.time) - origin - start) * sample_rate) if frame.time is not None else 0
+                for r in resampler.resample(frame):
+                    chunks.append(r.to_ndarray().reshape(-1))
+                    total += len(chunks[-1])
+                if wanted is not None and first + total >= wanted:
+                    break
+            else:
+                chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
         except av.error.FFmpegError as exc:
             if not chunks:
                 raise MediaError(path, "audio", f"no audio could be decoded ({exc})") from exc
         if not chunks:
             raise MediaError(path, "audio", "the audio stream is empty")
-        return np.concatenate(chunks).astype(np.float32)
+        samples = np.concatenate(chunks).astype(np.float32)
+        skip = -first if first is not None and first < 0 else 0
+        if first is not None and first > 0 and start > 0:  # the seek landed after ``start``: pad what is missing
+            samples = np.concatenate([np.zeros(first, np.float32), samples])
+        samples = samples[skip:]
+        return samples if wanted is None else samples[:wanted]
 
 
 def decode_input(path: str | Path, spec: InputSpec) -> Frames | Samples | None:
     """The frames or samples an extractor's ``spec`` asks for, or None when the file lacks that stream."""
     if spec.kind == "frames":
-        decoded = read_frames(path, spec.rate, spec.max_side)
-        return None if decoded is None else Frames(*decoded)
+        if not probe(path).has_video:
+            return None
+        return Frames(stream=iter_frames(path, spec.rate, spec.max_side))
     if spec.kind == "samples":
         samples = read_audio(path, int(spec.rate))
         return None if samples is None else Samples(samples, int(spec.rate))

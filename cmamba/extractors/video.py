@@ -102,40 +102,54 @@ class MediaPipeFace(Extractor[Frames]):
         return None
 
     def extract(self, data: Frames) -> FeatureSequence:
-        """data.images: uint8 RGB (T, H, W, 3); data.timestamps: (T,) seconds, strictly increasing. One row per
-        frame."""
+        """data: uint8 RGB frames with strictly increasing timestamps (arrays or a stream). One row per frame."""
         import mediapipe as mp  # imported on first use: it costs 0.5 s (matplotlib) for every importer of cmamba
         from mediapipe.tasks.python import vision
 
-        frames, timestamps = np.asarray(data.images), np.asarray(data.timestamps, dtype=np.float64)
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"{self.name}: expected uint8 RGB frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
-        if timestamps.shape != frames.shape[:1]:
-            raise ValueError(f"{self.name}: {len(frames)} frames but timestamps of shape {timestamps.shape}")
-        if np.any(np.diff(timestamps) <= 0):
-            raise ValueError(f"{self.name}: timestamps must increase strictly (VIDEO mode tracks through time)")
-        T = len(frames)
-        values = np.zeros((T, self.feature_dim), np.float32)
-        mask = np.zeros(T, bool)
+        if data.stream is None:  # arrays: check the shapes up front
+            images, stamps = np.asarray(data.images), np.asarray(data.timestamps, dtype=np.float64)
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+                raise ValueError(
+                    f"{self.name}: expected uint8 RGB frames (T, H, W, 3), got {images.dtype} {images.shape}"
+                )
+            if stamps.shape != images.shape[:1]:
+                raise ValueError(f"{self.name}: {len(images)} frames but timestamps of shape {stamps.shape}")
+        rows, times, mask = [], [], []
         multiple = 0
         # A fresh landmarker per clip: VIDEO mode tracks the face (the last landmarks give the next crop), and
         # that state carries into the next clip (measured: reusing one landmarker with a timestamp offset changed
         # a clip's blendshapes by up to 0.9 with max_faces=1, depending on the clip before). Creating one from
         # the bytes held per process costs ~20-35 ms, about 6% of a 4 s clip at 10 fps, and makes each clip's
         # result independent of what ran before. It also makes extract() thread-safe without a lock: threads
-        # share only the immutable model bytes.
+        # share only the immutable model bytes. Frames are consumed one at a time (a stream is never stacked).
         with vision.FaceLandmarker.create_from_options(self._options()) as landmarker:
             last_ms = -1
-            for t, (frame, seconds) in enumerate(zip(frames, timestamps, strict=True)):
+            for seconds, frame in data:
+                frame = np.asarray(frame)
+                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+                    raise ValueError(
+                        f"{self.name}: expected uint8 RGB frames (H, W, 3), got {frame.dtype} {frame.shape}"
+                    )
+                if times and seconds <= times[-1]:
+                    raise ValueError(f"{self.name}: timestamps must increase strictly (VIDEO mode tracks through time)")
+                times.append(float(seconds))
                 ms = max(round(seconds * 1000), last_ms + 1)  # VIDEO mode needs strictly increasing integer ms
                 last_ms = ms
                 image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))
                 result = landmarker.detect_for_video(image, ms)
                 if not result.face_landmarks:
+                    rows.append(None)
+                    mask.append(False)
                     continue
                 multiple += int(len(result.face_landmarks) > 1)
-                mask[t] = True
-                values[t] = self._row(result)
+                mask.append(True)
+                rows.append(self._row(result))
+        T = len(times)
+        values = np.zeros((T, self.feature_dim), np.float32)
+        for t, row in enumerate(rows):
+            if row is not None:
+                values[t] = row
+        timestamps, mask = np.asarray(times, dtype=np.float64), np.asarray(mask, dtype=bool)
         info = {"face_frames": int(mask.sum()), "frames": T, "multiple_faces_frames": multiple}
         return FeatureSequence(values, timestamps, mask, self.feature_names, info)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cmamba.errors import MediaError
-from cmamba.extractors.decode import probe, read_audio, read_frames
+from cmamba.extractors.decode import iter_frames, probe, read_audio, read_frames
 
 MEDIA = Path(__file__).parents[1] / "fixtures" / "media"
 VIDEO, SPEECH = MEDIA / "carphone_pristine.mp4", MEDIA / "arctic_a0007.wav"
@@ -96,3 +96,58 @@ def test_truncated_video_is_an_error_or_a_shorter_clip(tmp_path):
         assert exc.stage in ("open", "video")
     else:
         assert decoded is not None and 0 < len(decoded[1]) < 40
+
+
+def test_a_time_range_decodes_the_same_frames_as_the_whole_file(talking_clip):
+    """A clip may be a range of a file: decoding seeks to ``start``, stops at ``end``, times count from ``start``."""
+    frames, times = read_frames(talking_clip, fps=10)
+    part, part_times = read_frames(talking_clip, fps=10, start=1.0, end=3.0)
+    np.testing.assert_allclose(part_times, np.arange(20) / 10)
+    np.testing.assert_array_equal(part, frames[10:30])
+    tail, tail_times = read_frames(talking_clip, fps=10, start=3.5)
+    np.testing.assert_array_equal(tail, frames[35:]) and len(tail_times) == len(times) - 35
+
+
+def test_frames_stream_one_at_a_time(talking_clip):
+    stream = iter_frames(talking_clip, fps=10)
+    t, first = next(stream)
+    assert t == 0.0 and first.shape == (144, 176, 3)  # a generator: nothing else has been decoded or kept
+    frames, _ = read_frames(talking_clip, fps=10)
+    np.testing.assert_array_equal(np.stack([first, *(f for _, f in stream)]), frames)
+
+
+@pytest.mark.parametrize("path", [SPEECH, "talking"])
+def test_an_audio_range_equals_the_slice_of_the_whole(path, talking_clip):
+    path = talking_clip if path == "talking" else path
+    whole = read_audio(path, 16000)
+    part = read_audio(path, 16000, start=1.25, end=2.5)
+    assert len(part) == 20000
+    np.testing.assert_allclose(part, whole[20000:40000], atol=1e-6)
+    np.testing.assert_allclose(read_audio(path, 16000, start=3.0), whole[48000:], atol=1e-6)
+
+
+def test_media_whose_timestamps_start_after_zero(talking_clip, tmp_path):
+    """MPEG-TS starts its clock at 1.4 s: times are measured from the first timestamp, not rejected."""
+    ts = tmp_path / "clip.ts"
+    with av.open(str(talking_clip)) as source, av.open(str(ts), "w", format="mpegts") as target:
+        mapping = {s.index: target.add_stream_from_template(s) for s in source.streams}
+        for packet in source.demux():
+            if packet.dts is not None:
+                shift = round(1.4 / packet.time_base)  # start the clock at 1.4 s, as broadcast streams do
+                packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
+                packet.stream = mapping[packet.stream.index]
+                target.mux(packet)
+    with av.open(str(ts)) as container:
+        origin = container.start_time / av.time_base  # the earliest stream's first timestamp
+        video = container.streams.video[0]
+        lag = float(video.start_time * video.time_base) - origin  # the video starts this much after the origin
+    assert origin > 1.0
+    fps = probe(talking_clip).fps
+    frames, times = read_frames(ts, fps=fps)
+    reference, reference_times = read_frames(talking_clip, fps=fps)
+    shift = round(lag * fps)  # the pictures sit at their own times, measured from the origin
+    assert times[0] == 0.0 and abs(len(times) - len(reference_times) - shift) <= 1
+    np.testing.assert_array_equal(frames[10:100], reference[10 - shift : 100 - shift])
+    part, part_times = read_frames(ts, fps=fps, start=1.0, end=2.0)
+    assert part_times[0] == 0.0 and abs(len(part) - fps) <= 1
+    np.testing.assert_array_equal(part[5:-5], frames[round(fps) + 5 : round(fps) + len(part) - 5])

@@ -107,14 +107,16 @@ def test_a_huge_frame_is_downscaled_and_the_face_still_found(tmp_path, monkeypat
     cv2.imwrite(str(path), huge[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
     shapes = []
 
-    def spy(*args):
-        frames, times = read_frames(*args)
-        shapes.append(frames.shape)
-        return frames, times
+    original = decode.iter_frames
 
-    monkeypatch.setattr(decode, "read_frames", spy)  # what extract_file decodes with
+    def spy(*args):
+        for t, frame in original(*args):
+            shapes.append(frame.shape)
+            yield t, frame
+
+    monkeypatch.setattr(decode, "iter_frames", spy)  # what extract_file decodes with
     seq = MediaPipeFace().extract_file(path)
-    assert shapes == [(1, 640, 640, 3)] and seq.mask.tolist() == [True]
+    assert shapes == [(640, 640, 3)] and seq.mask.tolist() == [True]
 
 
 def test_landmarks_normalised_to_the_face_box(carphone):
@@ -183,3 +185,12 @@ def test_bad_inputs_and_configs_are_refused(carphone, tmp_path):
             FaceConfig(**bad)
     with pytest.raises(ModelNotFoundError, match=r"does not exist.*cmamba models install"):
         MediaPipeFace(FaceConfig(model_path=str(tmp_path / "missing.task"))).extract(Frames(frames, times))
+
+
+def test_a_streamed_video_gives_the_features_of_the_stacked_frames(carphone):
+    """The pipeline streams frames from the decoder (never a (T, H, W, 3) stack); the output is the same."""
+    streamed = MediaPipeFace().extract(Frames(stream=decode.iter_frames(VIDEO, 10, 640)))
+    stacked = MediaPipeFace().extract(Frames(*carphone))
+    np.testing.assert_array_equal(streamed.values, stacked.values)
+    np.testing.assert_array_equal(streamed.timestamps, stacked.timestamps)
+    np.testing.assert_array_equal(streamed.mask, stacked.mask)
