@@ -7,6 +7,9 @@ Presets:
   and spectral flux (half-wave-rectified frame-to-frame change of the magnitude spectrum).
 - ``sims33`` (22.05 kHz, 33 features): ZCR 1 + MFCC 20 + chroma_cqt 12, the CH-SIMS recipe. chroma_cqt needs a
   hop divisible by 64 samples, so its hop is 256 samples (11.6 ms) rather than 10 ms.
+
+Rows never depend on the rest of the clip (no top_db clamp relative to the loudest frame, no whole-clip tuning
+estimate), so a long recording is computed in bounded windows (``framewise``) with the same rows.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cmamba.extractors.base import Extractor, FeatureSequence, InputSpec, Samples, register_extractor
+from cmamba.extractors.base import Extractor, FeatureSequence, InputSpec, Samples, framewise, register_extractor
 
 PRESETS = ("prosody", "sims33")
 
@@ -46,7 +49,7 @@ class AudioConfig:
 @register_extractor
 class LibrosaAudio(Extractor[Samples]):
     name = "librosa-audio"
-    version = "1"
+    version = "2"  # 2: no per-clip normalisation (MFCC top_db clamp, chroma tuning estimate)
     modality = "audio"
     input_type = Samples
     config_type = AudioConfig
@@ -67,8 +70,6 @@ class LibrosaAudio(Extractor[Samples]):
 
     def extract(self, data: Samples) -> FeatureSequence:
         """data: mono float32 samples at the config's rate (decode with that rate)."""
-        import librosa  # imported on first use: numba and scipy make it slow to import
-
         cfg, samples, sample_rate = self.config, data.samples, data.sample_rate
         if sample_rate != cfg.rate:
             raise ValueError(
@@ -78,12 +79,32 @@ class LibrosaAudio(Extractor[Samples]):
         y = np.asarray(samples, dtype=np.float32)
         if y.ndim != 1 or len(y) == 0:
             raise ValueError(f"{self.name}: expected non-empty mono samples, got shape {y.shape}")
+        values = framewise(y, cfg.hop, self._context_frames(), self._rows)
+        T = len(values)
+        timestamps = np.arange(T) * cfg.hop / cfg.rate
+        return FeatureSequence(values, timestamps, np.ones(T, bool), self.feature_names)
+
+    def _context_frames(self) -> int:
+        """Frames of real samples each bounded window needs on each side for rows equal to the whole clip's: the
+        STFT / YIN windows, the delta and flux neighbours; chroma_cqt's lowest filters span about a second."""
+        return 160 if self.config.preset == "sims33" else 16
+
+    def _rows(self, y: np.ndarray) -> np.ndarray:
+        """(T, F) float32 rows of the samples ``y``, row k at sample k · hop."""
+        import librosa  # imported on first use: numba and scipy make it slow to import
+
+        cfg = self.config
         hop, n_fft = cfg.hop, cfg.n_fft
         y_pad = np.pad(y, (0, max(0, n_fft - len(y))))  # very short clips still give whole frames
-        mfcc = librosa.feature.mfcc(y=y_pad, sr=cfg.rate, n_mfcc=cfg.n_mfcc, n_fft=n_fft, hop_length=hop)
+        mel = librosa.feature.melspectrogram(y=y_pad, sr=cfg.rate, n_fft=n_fft, hop_length=hop)
+        # dB without librosa's default top_db clamp, which is relative to the loudest frame of the input: a row
+        # must not depend on how loud the rest of the clip is (and windows of a long recording must agree)
+        mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=None), n_mfcc=cfg.n_mfcc)
         zcr = librosa.feature.zero_crossing_rate(y_pad, frame_length=n_fft, hop_length=hop)
         if cfg.preset == "sims33":
-            chroma = librosa.feature.chroma_cqt(y=y_pad, sr=cfg.rate, hop_length=hop)
+            # tuning fixed at A440: librosa would estimate it from the whole input, so rows would depend on the rest
+            # of the clip (and windows of a long recording would disagree)
+            chroma = librosa.feature.chroma_cqt(y=y_pad, sr=cfg.rate, hop_length=hop, tuning=0.0)
             T = min(mfcc.shape[1], zcr.shape[1], chroma.shape[1])
             columns = [zcr[:, :T], mfcc[:, :T], chroma[:, :T]]
         else:
@@ -91,9 +112,7 @@ class LibrosaAudio(Extractor[Samples]):
             T = min(c.shape[1] for c in columns)
             columns = [c[:, :T] for c in columns]
         T = min(T, 1 + len(y) // hop)  # frames whose centre lies inside the clip
-        values = np.concatenate(columns, 0).T[:T].astype(np.float32)
-        timestamps = np.arange(T) * hop / cfg.rate
-        return FeatureSequence(values, timestamps, np.ones(T, bool), self.feature_names)
+        return np.concatenate(columns, 0).T[:T].astype(np.float32)
 
     def _prosody(self, y: np.ndarray, mfcc: np.ndarray, zcr: np.ndarray) -> list[np.ndarray]:
         import librosa

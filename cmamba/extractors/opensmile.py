@@ -28,7 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from cmamba.extractors.base import Extractor, FeatureSequence, InputSpec, Samples, register_extractor, shared_model
+from cmamba.extractors.base import (
+    Extractor,
+    FeatureSequence,
+    InputSpec,
+    Samples,
+    framewise,
+    register_extractor,
+    shared_model,
+)
 
 INSTALL_HINT = (
     "pip install 'cmamba[opensmile]' (openSMILE is free for research and personal use only; commercial use "
@@ -69,6 +77,7 @@ FRAME_RATE = 100.0  # eGeMAPSv02 steps its windows by 10 ms
 SHORT_WINDOW_HOPS = 2  # the 20 ms windows, in hops
 LONG_WINDOW_HOPS = 6  # the 60 ms windows of the F0 family, in hops
 MODEL_KEY = ("opensmile", "eGeMAPSv02", "LowLevelDescriptors")  # one Smile serves every sample rate
+CONTEXT_FRAMES = 32  # rows of real samples on each side of a bounded window (framewise)
 INT16_MAX = 32767 / 32768  # openSMILE reads 16-bit PCM: it casts samples × 32768 to int16 without clipping
 
 
@@ -147,17 +156,26 @@ class OpenSmileEgemaps(Extractor[Samples]):
             raise ValueError(f"{self.name}: expected non-empty mono samples, got shape {y.shape}")
         if not np.isfinite(y).all():  # openSMILE would cast NaN / inf to arbitrary 16-bit values
             raise ValueError(f"{self.name}: {int((~np.isfinite(y)).sum())} samples are NaN or infinite")
-        smile = _smile()
+        hop = cfg.sample_rate // 100
+        # bounded memory for any length: openSMILE's rows depend on at most 60 ms around them (+ 3-frame smoothing)
+        values = framewise(np.clip(y, -1.0, INT16_MAX), hop, CONTEXT_FRAMES, self._rows)
+        T = len(values)
+        timestamps = np.arange(T) * hop / cfg.sample_rate
+        return FeatureSequence(values, timestamps, np.ones(T, bool), EGEMAPS_LLD_NAMES)
+
+    def _rows(self, y: np.ndarray) -> np.ndarray:
+        """(1 + S // hop, 25) float32 rows of samples ``y`` (already clipped), row k at sample k · hop."""
+        cfg = self.config
         hop = cfg.sample_rate // 100
         T = 1 + len(y) // hop  # the rows whose timestamp k · hop lies inside the clip
         # openSMILE frames start at sample 0 ("left" framing) and it emits a row only once the 60 ms window fits,
         # so on its own its row k's 20 ms window is centred at 10 ms + k · 10 ms and it returns 4 rows fewer than
-        # duration × 100 (396 for 4 s; below 60 ms a single NaN row and a warning). Zeros before the clip (one hop, half
-        # a 20 ms window) put row k's centre at k · hop; zeros after it (one 60 ms window) give every row up to the
-        # clip's end a whole window. Rows away from the edges equal openSMILE's rows of the unpadded clip.
-        # Clipping to the int16 range: openSMILE's cast wraps 1.0 around to -32768 (full-scale peaks flip sign).
-        padded = np.pad(np.clip(y, -1.0, INT16_MAX), (SHORT_WINDOW_HOPS // 2 * hop, LONG_WINDOW_HOPS * hop))
-        frame = smile.process_signal(padded, cfg.sample_rate)
+        # duration × 100 (396 for 4 s; below 60 ms a single NaN row and a warning). Zeros before the clip (one hop,
+        # half a 20 ms window) put row k's centre at k · hop; zeros after it (one 60 ms window) give every row up to
+        # the clip's end a whole window. Rows away from the edges equal openSMILE's rows of the unpadded clip.
+        # The caller clips to the int16 range: openSMILE's cast wraps 1.0 around to -32768 (peaks flip sign).
+        padded = np.pad(y, (SHORT_WINDOW_HOPS // 2 * hop, LONG_WINDOW_HOPS * hop))
+        frame = _smile().process_signal(padded, cfg.sample_rate)
         if tuple(frame.columns) != EGEMAPS_LLD_NAMES:
             raise RuntimeError(
                 f"{self.name}: openSMILE returned columns {list(frame.columns)[:3]}... instead of eGeMAPSv02's 25 "
@@ -165,9 +183,7 @@ class OpenSmileEgemaps(Extractor[Samples]):
             )
         if len(frame) < T:  # the padding above rules this out for openSMILE 2.6.0's framing
             raise RuntimeError(f"{self.name}: openSMILE returned {len(frame)} rows for {len(y)} samples, need {T}")
-        values = frame.to_numpy(dtype=np.float32)[:T]  # rows past T are stamped after the clip's end
-        timestamps = np.arange(T) * hop / cfg.sample_rate
-        return FeatureSequence(values, timestamps, np.ones(T, bool), EGEMAPS_LLD_NAMES)
+        return frame.to_numpy(dtype=np.float32)[:T]  # rows past T are stamped after the clip's end
 
 
 def _smile() -> Any:
