@@ -196,13 +196,16 @@ def read_audio(
         return samples if wanted is None else samples[:wanted]
 
 
-def decode_input(path: str | Path, spec: InputSpec) -> Frames | Samples | None:
-    """The frames or samples an extractor's ``spec`` asks for, or None when the file lacks that stream."""
+def decode_input(
+    path: str | Path, spec: InputSpec, start: float = 0.0, end: float | None = None
+) -> Frames | Samples | None:
+    """The frames (streamed) or samples an extractor's ``spec`` asks for, of [start, end) of the file, or None
+    when the file lacks that stream."""
     if spec.kind == "frames":
         if not probe(path).has_video:
             return None
-        return Frames(stream=iter_frames(path, spec.rate, spec.max_side))
+        return Frames(stream=iter_frames(path, spec.rate, spec.max_side, start, end))
     if spec.kind == "samples":
-        samples = read_audio(path, int(spec.rate))
+        samples = read_audio(path, int(spec.rate), start, end)
         return None if samples is None else Samples(samples, int(spec.rate))
     raise ValueError(f"{spec.kind} are not decoded from media")

@@ -13,6 +13,7 @@ it is an *error* when the clip should carry it but cannot be read. Neither ever 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from cmamba.extractors.transcripts import (
     Transcript,
     find_transcript,
     read_transcript,
+    slice_transcript,
     time_words,
     transcript_from_text,
 )
@@ -76,30 +78,74 @@ class _Input:
     transcript: Transcript | None = None
 
 
-def _frames(path: Path, media: MediaInfo, spec: InputSpec, config: ExtractionConfig, text: str | None) -> _Input:
-    if not media.has_video:
+@dataclass(frozen=True)
+class _Clip:
+    """Where a clip's media is: the file, its streams, and the time range [start, start + duration) of it."""
+
+    path: Path
+    media: MediaInfo  # of the clip: its duration (and video_duration) are the range's
+    start: float = 0.0
+    ranged: bool = False  # a range of the file rather than the whole file
+
+    @property
+    def end(self) -> float | None:
+        return self.start + self.media.duration if self.ranged else None
+
+
+def clip_media(path: str | Path, start: float | None = None, end: float | None = None) -> _Clip:
+    """The clip at ``path``, or the range [start, end) of it (seconds from the file's first timestamp)."""
+    path = Path(path)
+    media = probe(path)
+    if start is None and end is None:
+        return _Clip(path, media)
+    start = max(0.0, start or 0.0)
+    end = media.duration if end is None else min(end, media.duration) if media.duration > 0 else end
+    if not end > start:
+        raise ValueError(f"the range [{start:.3f}, {end:.3f}) s is empty (the file lasts {media.duration:.3f} s)")
+    video = None if media.video_duration is None else max(0.0, min(media.video_duration, end) - start)
+    ranged = dataclasses.replace(media, duration=end - start, video_duration=video)
+    return _Clip(path, ranged, start, True)
+
+
+def _frames(clip: _Clip, spec: InputSpec, config: ExtractionConfig, text: str | None) -> _Input:
+    if not clip.media.has_video:
         return _Input(absent="no video stream")
     # validated against the video stream, not the container: a clip's sound may run longer
-    return _Input(decode_input(path, spec), stream_duration=media.video_duration or None)
+    data = decode_input(clip.path, spec, clip.start, clip.end)
+    return _Input(data, stream_duration=clip.media.video_duration or None)
 
 
-def _samples(path: Path, media: MediaInfo, spec: InputSpec, config: ExtractionConfig, text: str | None) -> _Input:
-    if not media.has_audio:
+def _samples(clip: _Clip, spec: InputSpec, config: ExtractionConfig, text: str | None) -> _Input:
+    if not clip.media.has_audio:
         return _Input(absent="no audio stream")
-    data = decode_input(path, spec)
+    data = decode_input(clip.path, spec, clip.start, clip.end)
+    if len(data.samples) == 0:
+        return _Input(absent="the audio stream has no samples in this clip")
     # AAC padding makes the decoded length differ from the container's
     return _Input(data, stream_duration=len(data.samples) / data.sample_rate)
 
 
-def _transcript(path: Path, media: MediaInfo, config: ExtractionConfig, text: str | None) -> Transcript | str:
-    """The clip's timed transcript, or the reason it has none."""
-    samples = read_audio(path, ASR_RATE) if media.has_audio else None
+def _transcript(clip: _Clip, config: ExtractionConfig, text: str | None) -> Transcript | str:
+    """The clip's timed transcript, or the reason it has none. A range of a recording takes the words of the
+    recording's timed transcript that start inside it (times from the range's start)."""
+    path, media = clip.path, clip.media
+    samples = read_audio(path, ASR_RATE, clip.start, clip.end) if media.has_audio else None
     asr_ready, asr_reason = asr_lib.asr_status()
     use_asr = config.use_asr and asr_ready and samples is not None
     if text is not None:
         transcript = transcript_from_text(text)
     elif (sidecar := find_transcript(path)) is not None:
         transcript = read_transcript(sidecar)
+        if clip.ranged:
+            if transcript.times is None and not use_asr:
+                return f"{sidecar.name} has no word times, so the words of this part of the recording are unknown"
+            if transcript.times is not None:
+                transcript = slice_transcript(transcript, clip.start, clip.start + media.duration)
+                if not len(transcript):
+                    return f"no word of {sidecar.name} falls in this part of the recording"
+            else:  # an untimed transcript of the whole recording says nothing about this part: recognise it
+                words = asr_lib.transcribe(samples, config.asr)
+                return asr_lib.transcript_from_asr(words) if words else "ASR heard no words in this part"
     elif use_asr:
         words = asr_lib.transcribe(samples, config.asr)
         if not words:
@@ -112,8 +158,8 @@ def _transcript(path: Path, media: MediaInfo, config: ExtractionConfig, text: st
     return time_words(transcript, samples, ASR_RATE, media.duration, asr_words)
 
 
-def _words(path: Path, media: MediaInfo, spec: InputSpec, config: ExtractionConfig, text: str | None) -> _Input:
-    transcript = _transcript(path, media, config, text)
+def _words(clip: _Clip, spec: InputSpec, config: ExtractionConfig, text: str | None) -> _Input:
+    transcript = _transcript(clip, config, text)
     if isinstance(transcript, str):
         return _Input(absent=transcript)
     return _Input(Words(transcript.words, transcript.times), transcript=transcript)
@@ -129,17 +175,22 @@ def _stage_of(exc: Exception, modality: str) -> str:
 
 
 def extract_modality(
-    path: str | Path, modality: str, config: ExtractionConfig, text: str | None = None
+    path: str | Path,
+    modality: str,
+    config: ExtractionConfig,
+    text: str | None = None,
+    start: float | None = None,
+    end: float | None = None,
 ) -> ModalityResult:
     """One modality of one clip with its configured extractor; never raises for bad media — the result carries
-    the error instead. ``text`` is the clip's transcript when known (e.g. label.csv)."""
-    path = Path(path)
+    the error instead. ``text`` is the clip's transcript when known (e.g. label.csv); ``start`` / ``end`` make
+    the clip a range of the file (seconds)."""
     try:
         if modality not in MODALITIES:
             raise ValueError(f"unknown modality {modality!r}; choose from {MODALITIES}")
         extractor = config.extractor(modality)
         spec = extractor.input_spec()
-        loaded = _LOADERS[spec.kind](path, probe(path), spec, config, text)
+        loaded = _LOADERS[spec.kind](clip_media(path, start, end), spec, config, text)
         if loaded.absent is not None:
             return ModalityResult(modality, absent=loaded.absent)
         seq = extractor.extract(loaded.data)

@@ -40,6 +40,8 @@ class ClipSpec:
     labels: dict[str, float | None] = field(default_factory=dict)  # label, label_T, label_A, label_V
     text: str | None = None  # the transcript, when the layout gives one
     annotation: str | None = None
+    start: float | None = None  # a segment of a recording: [start, end) seconds of the file; None: the whole file
+    end: float | None = None
 
 
 def _check_id(value: str, column: str, where: str) -> str:

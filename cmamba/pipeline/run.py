@@ -30,7 +30,7 @@ import dask
 from distributed import WorkerPlugin
 from tqdm import tqdm
 
-from cmamba.constants import MODALITIES
+from cmamba.constants import CLIP_ID_SEPARATOR, MODALITIES
 from cmamba.errors import CacheError
 from cmamba.extractors.decode import probe
 from cmamba.extractors.transcripts import find_transcript
@@ -42,6 +42,8 @@ from cmamba.pipeline.cache.store import cache_lock, shard_file, write_manifest, 
 from cmamba.pipeline.clip import ClipError, extract_modality, join_clip
 from cmamba.pipeline.config import ExtractionConfig
 from cmamba.pipeline.layout import LABEL_COLUMNS, ClipSpec
+from cmamba.pipeline.segment import SegmentConfig, segment_recording, should_segment
+from cmamba.pipeline.segment import cache_key_fields as segment_key_fields
 
 log = logging.getLogger("cmamba.pipeline")
 
@@ -81,14 +83,17 @@ def _part_keys(spec: ClipSpec, digest: str, config: ExtractionConfig) -> dict[st
         if extractor.input_spec().kind == "words":
             sidecar = find_transcript(spec.path) if spec.text is None else None
             extra = {"text": spec.text, "sidecar": sha256_file(sidecar) if sidecar else None}
+        if spec.start is not None:  # a segment: its range decides its features (whole files keep their keys)
+            extra.update(start=spec.start, end=spec.end)
         keys[m] = part_key(digest=digest, modality=m, name=extractor.name, version=extractor.version,
                            settings=_modality_config(config, m), **extra)  # fmt: skip
     return keys
 
 
-def modality_task(clip_id: str, path: str, modality: str, config: ExtractionConfig, text: str | None, part: str):
+def modality_task(spec: ClipSpec, modality: str, config: ExtractionConfig, part: str) -> dict:
     """Extract one modality of one clip into ``part``; returns a small status (no arrays cross the scheduler)."""
-    result = extract_modality(path, modality, config, text)
+    clip_id = spec.clip_id
+    result = extract_modality(spec.path, modality, config, spec.text, spec.start, spec.end)
     error = None if result.error is None else [result.error.stage, result.error.reason]
     if error is None:
         try:
@@ -101,7 +106,7 @@ def modality_task(clip_id: str, path: str, modality: str, config: ExtractionConf
 def _clip_row(job: dict, config: ExtractionConfig) -> tuple[dict | None, list[ClipError]]:
     """(row, errors) of one clip: its cached parts joined and validated, at native rates."""
     spec: ClipSpec = job["spec"]
-    duration = probe(spec.path).duration
+    duration = probe(spec.path).duration if spec.start is None else spec.end - spec.start
     results = [load_part(Path(p)) for p in job["parts"].values()]
     clip = join_clip(spec.clip_id, spec.path, duration, results, config, align_output=False)
     if not clip.ok:
@@ -116,6 +121,8 @@ def _clip_row(job: dict, config: ExtractionConfig) -> tuple[dict | None, list[Cl
         **{c: spec.labels.get(c) for c in LABEL_COLUMNS},
         "annotation": spec.annotation,
         "duration": duration,
+        "start": spec.start or 0.0,
+        "end": duration if spec.end is None else spec.end,
         "source": str(spec.path),
         "digest": job["digest"],
         "text_raw": spec.text if spec.text is not None else (transcript.text if transcript else None),
@@ -222,17 +229,78 @@ def _preflight(config: ExtractionConfig) -> tuple[dict[str, int], dict[str, list
     return dims, names, described
 
 
-def _plan(cache: Path, clips: list[ClipSpec], config: ExtractionConfig) -> tuple[dict[str, dict], list[tuple]]:
+def segment_task(path: str, config: SegmentConfig, target: str) -> dict[str, Any]:
+    """Segment one recording and cache the result at ``target`` (JSON, atomic); returns it."""
+    result = segment_recording(path, config).to_dict()
+    write_json_atomic(Path(target), result)
+    return result
+
+
+def _segment_recordings(
+    client: Any, cache: Path, clips: list[ClipSpec], digests: dict, config: SegmentConfig, progress: bool
+) -> tuple[list[ClipSpec], dict[str, list], dict[str, dict]]:
+    """The clips with every long recording replaced by its segments (``<id>$_$<NNNN>``, a range of the file), the
+    errors of recordings that could not be segmented, and per recording how it was cut. Segmentations run as
+    parallel tasks and are cached by content (the media digest, the settings, the sidecar and ASR model)."""
+    out, problems, recordings, pending = [], {}, {}, {}
+    for spec in clips:
+        digest = digests.get(spec.clip_id)
+        if config.mode == "none" or digest is None or spec.start is not None:
+            out.append(spec)
+            continue
+        try:
+            if not should_segment(probe(spec.path), config):
+                out.append(spec)
+                continue
+            key = part_key(digest=digest, kind="segments", **segment_key_fields(Path(spec.path), config))
+        except Exception:  # unreadable media: the clip's own extraction reports it
+            out.append(spec)
+            continue
+        target = cache / "parts" / "segments" / key[:2] / f"{key}.json"
+        if target.is_file():
+            try:
+                recordings[spec.clip_id] = json.loads(target.read_text())
+                continue
+            except ValueError:  # a damaged cache file: segment again
+                pass
+        pending[client.submit(segment_task, str(spec.path), config, str(target), pure=False)] = spec
+    from dask.distributed import as_completed
+
+    for future in tqdm(as_completed(pending), total=len(pending), desc="segment", unit="file",
+                       disable=not progress or not pending, file=sys.stderr):  # fmt: skip
+        spec = pending[future]
+        try:
+            recordings[spec.clip_id] = future.result()
+        except Exception as exc:  # the recording fails alone, named
+            problems[spec.clip_id] = [["segment", f"{type(exc).__name__}: {exc}"]]
+            out.append(spec)
+    by_id = {spec.clip_id: spec for spec in clips}
+    for recording, cut in recordings.items():
+        spec = by_id[recording]
+        for index, (start, end) in enumerate(cut["intervals"]):
+            segment_id = f"{recording}{CLIP_ID_SEPARATOR}{index:04d}"
+            out.append(dataclasses.replace(spec, clip_id=segment_id, video_id=recording, text=None, start=start,
+                                           end=end))  # fmt: skip
+            digests[segment_id] = digests[recording]
+    summary = {r: {k: v for k, v in cut.items() if k != "intervals"} | {"segments": len(cut["intervals"])}
+               for r, cut in recordings.items()}  # fmt: skip
+    return out, problems, summary
+
+
+def _plan(
+    cache: Path, clips: list[ClipSpec], config: ExtractionConfig, digests: dict, problems: dict
+) -> tuple[dict[str, dict], list[tuple]]:
     """Per clip (sorted by id): its media digest, part files and known errors; plus the (clip, modality, part)
     work items whose part is not cached yet."""
-    digests = _digests(cache, clips)
     jobs, todo = {}, []
     for spec in sorted(clips, key=lambda c: c.clip_id):
-        digest = digests[spec.clip_id]
-        job = {"spec": spec, "digest": digest, "parts": {}, "errors": []}
-        if digest is None:
+        digest = digests.get(spec.clip_id)
+        job = {"spec": spec, "digest": digest, "parts": {}, "errors": list(problems.get(spec.clip_id, []))}
+        if job["errors"]:
+            digest = None  # the recording could not be segmented: reported, not extracted
+        elif digest is None:
             job["errors"].append(["open", f"media file not found for clip {spec.clip_id} ({spec.path or 'none'})"])
-        else:
+        if digest is not None:
             for m, key in _part_keys(spec, digest, config).items():
                 job["parts"][m] = str(part_path(cache, m, key))
                 if not Path(job["parts"][m]).is_file():
@@ -250,12 +318,15 @@ def run_extraction(
     clips_per_shard: int = 1000,
     source: dict[str, Any] | None = None,
     progress: bool = True,
+    segment: SegmentConfig | None = None,
 ) -> RunSummary:
     """Extract ``clips`` into the cache folder ``out``; re-running skips finished work (see the module doc).
 
     workers: local worker processes (default: one per core; 0 runs one worker thread in this process);
-    scheduler: the address of an existing Dask scheduler instead of a local cluster.
+    scheduler: the address of an existing Dask scheduler instead of a local cluster; segment: how long
+    recordings are cut into utterance clips (``cmamba.pipeline.segment``; None: every file is one clip).
     """
+    segment = segment or SegmentConfig(mode="none")
     config = config or ExtractionConfig()
     cache, start = Path(out), time.perf_counter()
     if clips_per_shard < 1:
@@ -265,8 +336,10 @@ def run_extraction(
             for leftover in cache.rglob(".tmp-*"):  # a killed run's half-written files
                 leftover.unlink()
             dims, names, described = _preflight(config)
-            jobs, todo = _plan(cache, clips, config)
+            digests = _digests(cache, clips)
             with _dask_client(workers, scheduler) as client:
+                clips, problems, recordings = _segment_recordings(client, cache, clips, digests, segment, progress)
+                jobs, todo = _plan(cache, clips, config, digests, problems)
                 statuses = _run_modalities(client, todo, config, len(jobs), progress)
                 peaks = client.run(_peak_rss_mb)
                 errors, shard_paths = _write_shards(client, list(jobs.values()), statuses, dims, cache, config,
@@ -281,6 +354,7 @@ def run_extraction(
                 "extractors": described,
                 "source": source or {},
                 "clips_per_shard": clips_per_shard,
+                "segment": {"config": dataclasses.asdict(segment), "recordings": recordings},
             })  # fmt: skip
     except OSError as exc:  # full disk, read-only or unwritable output: parts and shards are written atomically
         raise CacheError(
@@ -302,10 +376,7 @@ def _run_modalities(client: Any, todo: list, config: ExtractionConfig, n_clips: 
     pending = Counter(spec.clip_id for spec, _, _ in todo)
     bar = tqdm(total=n_clips, unit="clip", desc="extract", disable=not progress, file=sys.stderr)
     bar.update(n_clips - len(pending))  # clips fully served from the cache
-    futures = {
-        client.submit(modality_task, spec.clip_id, str(spec.path), m, config, spec.text, part, pure=False): (spec, m)
-        for spec, m, part in todo
-    }
+    futures = {client.submit(modality_task, spec, m, config, part, pure=False): (spec, m) for spec, m, part in todo}
     statuses = []
     for future in as_completed(futures):
         spec, m = futures[future]

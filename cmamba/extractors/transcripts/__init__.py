@@ -9,6 +9,7 @@ from cmamba.extractors.transcripts.timing import time_words, voiced_region
 from cmamba.extractors.transcripts.types import (
     TIMINGS,
     Transcript,
+    slice_transcript,
     split_words,
     transcript_from_text,
     transcript_from_timed_words,
@@ -20,6 +21,7 @@ __all__ = [
     "Transcript",
     "find_transcript",
     "read_transcript",
+    "slice_transcript",
     "split_words",
     "time_words",
     "transcript_from_text",

@@ -83,6 +83,16 @@ def spread(words: Sequence[str], start: float, end: float) -> np.ndarray:
     return np.stack([edges[:-1], edges[1:]], 1)
 
 
+def slice_transcript(transcript: Transcript, start: float, end: float) -> Transcript:
+    """The words of a timed transcript that start in [start, end), their times measured from ``start`` and
+    clipped to the range (a word running past ``end`` is cut there)."""
+    times = np.asarray(transcript.times)
+    keep = (times[:, 0] >= start) & (times[:, 0] < end)
+    kept = np.clip(times[keep] - start, 0.0, end - start)
+    words = tuple(w for w, k in zip(transcript.words, keep, strict=True) if k)
+    return Transcript(words, kept, transcript.source, transcript.timing, 0, 0)
+
+
 def transcript_from_text(text: str, source: str = "label.csv") -> Transcript:
     """An untimed transcript of ``text`` (e.g. label.csv's text column); 0 words when it is blank."""
     return Transcript(tuple(split_words(text)), None, source, "none")

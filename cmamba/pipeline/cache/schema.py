@@ -34,6 +34,8 @@ META_COLUMNS = {
     "label_V": pa.float64(),
     "annotation": pa.string(),
     "duration": pa.float64(),
+    "start": pa.float64(),  # seconds in the source file (a whole-file clip: 0 and its duration)
+    "end": pa.float64(),
     "source": pa.string(),
     "digest": pa.string(),
     "text_raw": pa.string(),

@@ -1,0 +1,144 @@
+"""Utterance segmentation of long recordings, and segments as clips of the extraction graph (issue #11)."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from cmamba.app.interop import export_cache
+from cmamba.app.runs import train_cache
+from cmamba.datasets.media import mux_clip
+from cmamba.extractors.decode import read_audio
+from cmamba.fusion.config import TrainConfig
+from cmamba.pipeline.cache.store import read_manifest, shard_paths
+from cmamba.pipeline.config import ExtractionConfig
+from cmamba.pipeline.layout import folder_clips
+from cmamba.pipeline.run import run_extraction
+from cmamba.pipeline.segment import SegmentConfig, group, segment_recording
+
+MEDIA = Path(__file__).parents[1] / "fixtures" / "media"
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """arctic_a0007 without its leading and trailing silence: 3 s of continuous speech."""
+    return read_audio(MEDIA / "arctic_a0007.wav", RATE)[int(0.45 * RATE) : int(3.45 * RATE)]
+
+
+@pytest.fixture(scope="module")
+def three_minutes(speech, tmp_path_factory) -> tuple[Path, list[tuple[float, float]]]:
+    """3 minutes of back-to-back speech with three inserted 1 s pauses; returns (wav, the pauses in seconds)."""
+    parts, pauses, t = [], [], 0.0
+    for i in range(60):
+        if i in (15, 30, 45):
+            parts.append(np.zeros(RATE, np.float32))
+            pauses.append((t, t + 1.0))
+            t += 1.0
+        parts.append(speech)
+        t += len(speech) / RATE
+    path = tmp_path_factory.mktemp("long") / "recording.wav"
+    sf.write(path, np.concatenate(parts), RATE)
+    return path, pauses
+
+
+def test_a_recording_is_cut_at_its_pauses(three_minutes):
+    path, pauses = three_minutes
+    cut = segment_recording(path, SegmentConfig(mode="vad"))
+    assert cut.source == "vad" and cut.dropped == 0
+    starts, ends = np.array(cut.intervals).T
+    assert np.all(ends[:-1] <= starts[1:]) and np.all(ends - starts <= 20.0 + 1e-9) and np.all(ends - starts >= 1.0)
+    for begin, finish in pauses:  # a segment ends where the pause begins and the next starts where it ends
+        assert np.min(np.abs(ends - begin)) <= 0.3 and np.min(np.abs(starts - finish)) <= 0.3
+        assert not np.any((starts < begin + 0.5) & (ends > finish - 0.5)), "a segment spans an inserted pause"
+    assert segment_recording(path, SegmentConfig(mode="vad")) == cut  # the same input gives the same segments
+
+
+def test_grouping_rules_keep_segments_utterance_sized():
+    config = SegmentConfig(min_seconds=1.0, max_seconds=5.0, min_pause=0.3, fixed_seconds=5.0)
+    words = np.array([[0.0, 0.4], [0.5, 0.9], [1.0, 1.6], [3.0, 3.2], [6.0, 6.5], [6.6, 9.0], [9.05, 12.5]])
+    segments, dropped = group(words, config)
+    # [0, 1.6] stands; [3.0, 3.2] is too short and joins it (within max); [6.0, 12.5] is too long: it splits at its
+    # longest internal pause (6.5 -> 6.6 leaves 0.5 s on the left, too short; 9.0 -> 9.05 is chosen)
+    assert segments == ((0.0, 3.2), (6.0, 9.0), (9.05, 12.5)) and dropped == 0
+    lonely = np.array([[0.0, 4.8], [10.0, 10.4], [20.0, 25.0]])
+    assert group(lonely, config) == (((0.0, 4.8), (20.0, 25.0)), 1)  # 0.4 s alone: dropped and counted
+    no_pause = np.array([[0.0, 12.0]])
+    assert group(no_pause, config)[0] == ((0.0, 4.0), (4.0, 8.0), (8.0, 12.0))  # no pause: even split
+
+
+def test_fallbacks_name_their_reason(tmp_path, speech):
+    silent = segment_recording(MEDIA / "carphone_pristine.mp4", SegmentConfig(mode="vad"))
+    assert silent.source == "fixed" and "no audio stream" in silent.reason and len(silent.intervals) == 1
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, np.zeros(45 * RATE, np.float32), RATE)
+    cut = segment_recording(quiet, SegmentConfig(mode="vad"))
+    assert cut.source == "fixed" and "no speech found" in cut.reason
+    assert cut.intervals[0][0] == 0.0 and cut.intervals[-1][1] == pytest.approx(45.0) and len(cut.intervals) == 4
+
+
+def test_a_timed_transcript_decides_the_segments(tmp_path, speech):
+    path = tmp_path / "talk.wav"
+    sf.write(path, np.concatenate([speech, np.zeros(RATE, np.float32), speech]), RATE)
+    (tmp_path / "talk.srt").write_text(
+        "1\n00:00:00,000 --> 00:00:03,000\nand you always want to see it\n\n"
+        "2\n00:00:04,000 --> 00:00:07,000\nin the superlative degree\n"
+    )
+    cut = segment_recording(path, SegmentConfig(mode="auto"))
+    assert cut.source == "transcript" and cut.intervals == ((0.0, 3.0), (4.0, 7.0))
+
+
+@pytest.fixture(scope="module")
+def recordings(talking_clip, tmp_path_factory) -> Path:
+    """Two 36 s talking-face recordings (one for train, one for valid) in a labelled folder."""
+    root = tmp_path_factory.mktemp("recordings")
+    sentence = "and you always want to see it in the superlative degree".split()
+    words = [{"word": w, "start": 4.0 * i + 0.5 + 0.25 * k, "end": 4.0 * i + 0.7 + 0.25 * k}
+             for i in range(9) for k, w in enumerate(sentence)]  # fmt: skip
+    for name in ("monday", "tuesday"):
+        mux_clip(MEDIA / "carphone_pristine.mp4", MEDIA / "arctic_a0007.wav", root / f"{name}.mp4", loops=9)
+        (root / f"{name}.json").write_text(json.dumps(words))  # the recording's timed transcript
+    (root / "labels.csv").write_text("clip_id,label,split\nmonday,1.0,train\ntuesday,-1.0,valid\n")
+    return root
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning:numpy")  # copies of one clip: correlation is undefined
+def test_segments_are_clips_a_segmented_cache_trains_and_exports(recordings, tmp_path):
+    cache = tmp_path / "cache"
+    config = ExtractionConfig(use_asr=False, modalities=("audio", "video", "text"))
+    segment = SegmentConfig(mode="vad")
+    summary = run_extraction(folder_clips(recordings), cache, config, workers=0, progress=False, segment=segment)
+    rows = [r for p in shard_paths(cache) for r in pq.read_table(p).to_pylist()]
+    manifest = read_manifest(cache)
+    for name in ("monday", "tuesday"):
+        mine = sorted((r for r in rows if r["video_id"] == name), key=lambda r: r["clip_id"])
+        assert [r["clip_id"] for r in mine] == [f"{name}$_${i:04d}" for i in range(len(mine))] and len(mine) >= 5
+        starts, ends = np.array([r["start"] for r in mine]), np.array([r["end"] for r in mine])
+        assert np.all(ends[:-1] <= starts[1:]) and np.all(ends - starts <= 20.0)
+        assert all(math.isclose(r["duration"], r["end"] - r["start"]) for r in mine)
+        assert all(r["video_present"] and r["audio_present"] for r in mine)
+        assert all(abs(len(r["video_timestamps"]) - 10 * r["duration"]) <= 1 for r in mine)  # 10 Hz, its range
+        assert manifest["segment"]["recordings"][name]["source"] == "vad"
+        for r in mine:  # each segment has the words of the recording's transcript that start inside it
+            assert r["text_present"] and all(0 <= s < r["duration"] for s in r["word_start"])
+    again = run_extraction(folder_clips(recordings), cache, config, workers=0, progress=False, segment=segment)
+    assert again.extracted == 0 and again.cached == summary.extracted + summary.cached  # exactly once, cached
+    run = tmp_path / "run"
+    recipe = TrainConfig(dataset="mosi", epochs=1, batch_size=4, progress=False)
+    result = train_cache(cache, run, model={"d_model": 16, "d_state": 4, "n_layers": 1}, train=recipe, seeds=(1,))
+    assert math.isfinite(result["valid"]["MAE"]["mean"])
+    out = tmp_path / "mmsa.pkl"
+    export_cache(cache, out)
+    with open(out, "rb") as handle:
+        exported = pickle.load(handle)  # our own file, just written
+    assert {k: len(v["id"]) for k, v in exported.items() if k in ("train", "valid")} == {
+        "train": sum(r["split"] == "train" for r in rows),
+        "valid": sum(r["split"] == "valid" for r in rows),
+    }
