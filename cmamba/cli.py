@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cmamba.constants import ALIGN_MODES, DATASETS, EXPORT_FORMATS, SPLITS
+from cmamba.constants import ALIGN_MODES, DATASETS, EXPORT_FORMATS, SEGMENT_MODES, SPLITS
 from cmamba.errors import NoMediaError
 from cmamba.fusion.config import FUSIONS
 
@@ -60,7 +60,8 @@ def _save_config(directory: Path, config: Any) -> None:
 
 
 EXTRACT_FLAGS = {"align": "align.mode", "workers": "extract.workers", "scheduler": "extract.scheduler",
-                 "clips_per_shard": "extract.clips_per_shard", "use_asr": "extract.use_asr"}  # fmt: skip
+                 "clips_per_shard": "extract.clips_per_shard", "use_asr": "extract.use_asr",
+                 "segment": "segment.mode"}  # fmt: skip
 TRAIN_FLAGS = {"fusion": "model.fusion", "epochs": "train.epochs", "seeds": "train.seeds",
                "batch_size": "train.batch_size", "dataset": "train.dataset"}  # fmt: skip
 
@@ -69,7 +70,7 @@ def _extract(args: argparse.Namespace) -> int:
     from cmamba.app.extract import extract
 
     config = _config(args, EXTRACT_FLAGS)
-    summary = extract(args.input, args.out, config.extraction(), **config.extract_options)
+    summary = extract(args.input, args.out, config.extraction(), segment=config.segment, **config.extract_options)
     return _extraction_done(args, config, summary)
 
 
@@ -138,7 +139,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from cmamba.app.score import score
 
-    result = score(args.input, args.model, args.out, workers=args.workers)
+    config = _config(args, {"segment": "segment.mode"})
+    result = score(args.input, args.model, args.out, workers=args.workers, segment=config.segment)
     print(f"scored {len(result['clips'])} clips, {len(result['failed'])} failed; "
           f"report: {Path(args.out, 'report.html').resolve()}")  # fmt: skip
     for failure in result["failed"]:
@@ -235,6 +237,11 @@ def _extraction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-asr", dest="use_asr", action="store_const", const=False, help=no_asr)
 
 
+def _segment_option(parser: argparse.ArgumentParser) -> None:
+    about = "cut long recordings into utterance clips (default auto: files longer than 30 s, by timed transcript, "
+    parser.add_argument("--segment", choices=SEGMENT_MODES, help=about + "ASR, voice activity or fixed windows)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmamba", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -245,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("--out", required=True, help="the cache folder")
     _extraction_options(p)
+    _segment_option(p)
 
     p = _command(commands, "prepare", _prepare, "build the feature cache of a benchmark corpus in MMSA's label.csv + "
                  "Raw/ layout", "cmamba prepare mosi ~/data/MOSI --out cache/mosi")  # fmt: skip
@@ -293,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a run folder from cmamba train")
     p.add_argument("--out", default="cmamba-scores")
     p.add_argument("--workers", type=int)
+    _segment_option(p)
 
     p = _command(commands, "demo", _demo, "the embedded default job: real sample clips → features → a small model "
                  "→ scores + HTML report (a few minutes on 2 cores)", "cmamba demo --out cmamba-demo")  # fmt: skip

@@ -9,4 +9,5 @@ SPLITS = ("train", "valid", "test")
 DATASETS = ("mosi", "mosei", "sims", "simsv2")  # CMU-MOSI, CMU-MOSEI, CH-SIMS, CH-SIMS v2 (metric conventions)
 TASKS = ("regression", "classification")
 CLIP_ID_SEPARATOR = "$_$"  # MMSA's clip id: <video_id>$_$<clip_id>
+SEGMENT_MODES = ("auto", "transcript", "asr", "vad", "fixed", "none")  # how long recordings are cut
 EXPORT_FORMATS = ("mmsa", "mult")  # MMSA's feature pickle; MulT / MultiBench's left-padded layout

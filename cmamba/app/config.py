@@ -8,6 +8,8 @@ Sections (each is a dataclass; its field annotations are the file's types):
   "opensmile-egemaps"``) and that extractor's config keys (FaceConfig, AudioConfig, OpenSmileConfig, TextConfig)
 - ``asr``: offline speech recognition for clips without a timed transcript (AsrConfig)
 - ``align``: ``mode`` (native | word | clock) and ``clock_rate`` (Hz)
+- ``segment``: how long recordings are cut into utterances (SegmentConfig; ``mode`` auto | transcript | asr |
+  vad | fixed | none)
 - ``extract``: ``modalities``, ``use_asr`` and the Dask run's ``workers``, ``clips_per_shard``, ``scheduler``
 - ``model``: FusionConfig without ``modalities`` (the input dims come from the feature cache)
 - ``train``: TrainConfig plus ``seeds`` (one training run per seed)
@@ -34,13 +36,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from cmamba.constants import ALIGN_MODES, DATASETS, MODALITIES, TASKS
+from cmamba.constants import ALIGN_MODES, DATASETS, MODALITIES, SEGMENT_MODES, TASKS
 from cmamba.errors import ConfigError
 from cmamba.extractors import EXTRACTORS, available_extractors, extractor_for
 from cmamba.extractors.audio import PRESETS
 from cmamba.extractors.transcripts.asr import AsrConfig
 from cmamba.fusion.config import COUPLINGS, DEFAULT_SEEDS, FUSIONS, POOLINGS, FusionConfig, TrainConfig
-from cmamba.pipeline.config import EXTRACTOR_KEY, ExtractionConfig, extractor_section
+from cmamba.pipeline.config import EXTRACTOR_KEY, ExtractionConfig, SegmentConfig, extractor_section
 
 FORMATS = (".toml", ".yaml", ".yml")
 _EXTRACTION = ExtractionConfig()  # the pipeline's defaults, so align/extract never restate them
@@ -115,6 +117,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "audio.preset": PRESETS,
     **{f"{m}.extractor": tuple(available_extractors(m)) for m in MODALITIES},
     "align.mode": ALIGN_MODES,
+    "segment.mode": SEGMENT_MODES,
     "extract.modalities": MODALITIES,
     "model.fusion": FUSIONS,
     "model.coupling": COUPLINGS,
@@ -130,6 +133,8 @@ SECTION_HELP = {
     "text": "word features: a local Hugging Face encoder (default: the packaged, sha256-pinned MiniLM)",
     "asr": "offline speech recognition for clips without a transcript (needs the [asr] extra)",
     "align": "the time axis the modalities share: native rates, one row per word, or a clock_rate Hz grid",
+    "segment": "long recordings: cut into utterance clips (auto: files longer than auto_seconds; by timed transcript, "
+    "ASR, voice activity or fixed windows)",
     "extract": "which modalities to extract, and the Dask run: workers, clips per shard, an existing scheduler",
     "model": "the fusion model's architecture (its input dims come from the feature cache)",
     "train": "the training recipe; `cmamba train` runs once per entry of seeds, each in place of seed",
@@ -145,6 +150,7 @@ class CmambaConfig:
     text: Any = _EXTRACTION.text
     asr: AsrConfig = field(default_factory=AsrConfig)
     align: AlignOptions = field(default_factory=AlignOptions)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
     extract: ExtractOptions = field(default_factory=ExtractOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainOptions = field(default_factory=TrainOptions)

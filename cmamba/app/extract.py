@@ -12,7 +12,7 @@ from typing import Any
 
 from cmamba.constants import DATASETS
 from cmamba.errors import NoMediaError
-from cmamba.pipeline.config import ExtractionConfig
+from cmamba.pipeline.config import ExtractionConfig, SegmentConfig
 from cmamba.pipeline.layout import MEDIA_SUFFIXES, ClipSpec, benchmark_clips, folder_clips
 from cmamba.pipeline.run import RunSummary, run_extraction
 
@@ -43,10 +43,13 @@ def extract(
     scheduler: str | None = None,
     clips_per_shard: int = 1000,
     progress: bool = True,
+    segment: SegmentConfig | None = None,
 ) -> RunSummary:
-    """Extract every clip of ``input_path`` into the cache ``out`` (resumable; see ``run_extraction``)."""
+    """Extract every clip of ``input_path`` into the cache ``out`` (resumable; see ``run_extraction``); long
+    recordings are cut into utterance clips as ``segment`` says (default: files longer than 30 s)."""
     clips, source = find_clips(input_path)
-    return run_extraction(clips, out, config, workers, scheduler, clips_per_shard, source, progress)
+    segment = segment or SegmentConfig()
+    return run_extraction(clips, out, config, workers, scheduler, clips_per_shard, source, progress, segment)
 
 
 def prepare(

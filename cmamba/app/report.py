@@ -24,6 +24,11 @@ ILLUSTRATIVE = (
 )
 
 
+def _plain(text: str) -> str:
+    """``text`` as matplotlib shows it literally: a clip id such as ``talk$_$0003`` is not TeX math."""
+    return text.replace("$", r"\$")
+
+
 def _save(fig: Figure, path: Path) -> Path:
     # Figure + an explicit Agg canvas: no pyplot global state, and no display is ever needed.
     FigureCanvasAgg(fig).print_png(path)
@@ -66,7 +71,7 @@ def plot_trajectories(scores: dict[str, Any], path: Path, limit: int = MAX_PANEL
         times = [t for t, _ in clip["trajectory"]]
         ax.plot(times, [s for _, s in clip["trajectory"]], color="#4c72b0", linewidth=1.2)
         ax.axhline(0, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_title(clip["clip_id"][-28:], fontsize=8)
+        ax.set_title(_plain(clip["clip_id"][-28:]), fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes[len(clips) :]:
         ax.set_axis_off()
@@ -88,7 +93,9 @@ def plot_contributions(scores: dict[str, Any], path: Path, limit: int = MAX_PANE
         heights = [clip["contributions"][name] or 0.0 for clip in clips]  # an absent modality draws no bar
         ax.bar([i + (k - (len(names) - 1) / 2) * width for i in range(len(clips))], heights, width, label=name)
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xticks(range(len(clips)), [clip["clip_id"][-20:] for clip in clips], rotation=45, ha="right", fontsize=7)
+    ax.set_xticks(
+        range(len(clips)), [_plain(clip["clip_id"][-20:]) for clip in clips], rotation=45, ha="right", fontsize=7
+    )
     ax.set_ylabel("score − score without it")
     ax.legend(fontsize=8)
     return _save(fig, path)

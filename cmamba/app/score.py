@@ -20,12 +20,14 @@ per batch).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
@@ -34,13 +36,14 @@ from tqdm import tqdm
 from cmamba.app.extract import find_clips
 from cmamba.app.report import write_report
 from cmamba.app.runs import TrainedRun, open_run
+from cmamba.constants import CLIP_ID_SEPARATOR
 from cmamba.errors import SchemaMismatchError, UnscorableCheckpointError
 from cmamba.fusion.batch import collate
 from cmamba.fusion.model import FusionModel
 from cmamba.fusion.train import sentiment_classes
 from cmamba.io import tool_versions
 from cmamba.pipeline.cache.store import read_errors, shard_paths
-from cmamba.pipeline.config import ExtractionConfig
+from cmamba.pipeline.config import ExtractionConfig, SegmentConfig
 from cmamba.pipeline.run import run_extraction
 
 POLARITIES = ("negative", "neutral", "positive")
@@ -116,12 +119,46 @@ def _run_info(trained: TrainedRun) -> dict[str, Any]:
     }
 
 
-def _durations(cache: Path) -> dict[str, float]:
-    durations = {}
+CLIP_COLUMNS = ("clip_id", "video_id", "start", "end", "duration", "text_raw")
+
+
+def _clip_info(cache: Path) -> dict[str, dict[str, Any]]:
+    """Per clip of the cache: its recording (video_id), range in the source file, duration and text."""
+    info = {}
     for path in shard_paths(cache):
-        table = pq.read_table(path, columns=["clip_id", "duration"]).to_pydict()
-        durations.update(zip(table["clip_id"], table["duration"], strict=True))
-    return durations
+        table = pq.read_table(path, columns=list(CLIP_COLUMNS)).to_pylist()
+        info.update((row["clip_id"], row) for row in table)
+    return info
+
+
+def recording_summaries(clips: list[dict], failed: list[dict], info: dict[str, dict]) -> list[dict[str, Any]]:
+    """One row per recording: its duration (up to its last segment), segments scored and failed, the
+    duration-weighted mean score and the share of scored time that is positive / neutral / negative."""
+    by_recording: dict[str, dict[str, Any]] = {}
+    for clip in clips:
+        row = info[clip["clip_id"]]
+        entry = by_recording.setdefault(row["video_id"], {"video_id": row["video_id"], "clips": [], "failed": 0})
+        entry["clips"].append((clip, row))
+    failed_ids = {f["clip_id"] for f in failed}
+    for clip_id in failed_ids:
+        video_id = clip_id.split(CLIP_ID_SEPARATOR, 1)[0]
+        by_recording.setdefault(video_id, {"video_id": video_id, "clips": [], "failed": 0})["failed"] += 1
+    summaries = []
+    for video_id, entry in sorted(by_recording.items()):
+        weights = np.array([row["duration"] for _, row in entry["clips"]], dtype=np.float64)
+        scores = np.array([clip["score"] for clip, _ in entry["clips"]], dtype=np.float64)
+        total = float(weights.sum())
+        shares = {p: float(weights[[c["polarity"] == p for c, _ in entry["clips"]]].sum()) / total if total else None
+                  for p in POLARITIES}  # fmt: skip
+        summaries.append({
+            "video_id": video_id,
+            "duration": max((row["end"] for _, row in entry["clips"]), default=0.0),
+            "segments_scored": len(entry["clips"]),
+            "segments_failed": entry["failed"],
+            "mean_score": float((weights * scores).sum() / total) if total else None,
+            **{f"share_{p}": shares[p] for p in POLARITIES},
+        })  # fmt: skip
+    return summaries
 
 
 def _without_each(batch: dict, names: list[str]) -> dict:
@@ -179,31 +216,56 @@ def score_dataset(
 
 
 def write_csv(scores: dict[str, Any], path: Path) -> None:
-    """``scores.csv``: clip_id, score, polarity, present (modalities joined by "+"), contribution_<modality>."""
+    """``scores.csv``, one row per clip (a segment of a recording, or a whole file): video_id, clip_id, start, end
+    (seconds in the source file), text, score, polarity, present (modalities joined by "+"),
+    contribution_<modality>."""
     names = scores["model"]["modalities"]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["clip_id", "score", "polarity", "present", *[f"contribution_{n}" for n in names]])
+        writer.writerow(["video_id", "clip_id", "start", "end", "text", "score", "polarity", "present",
+                         *[f"contribution_{n}" for n in names]])  # fmt: skip
         for clip in scores["clips"]:
             contributions = ["" if clip["contributions"][n] is None else clip["contributions"][n] for n in names]
-            writer.writerow(
-                [clip["clip_id"], clip["score"], clip["polarity"], "+".join(clip["present"]), *contributions]
-            )
+            writer.writerow([clip["video_id"], clip["clip_id"], clip["start"], clip["end"], clip["text"] or "",
+                             clip["score"], clip["polarity"], "+".join(clip["present"]), *contributions])  # fmt: skip
+
+
+def write_recordings_csv(recordings: list[dict[str, Any]], path: Path) -> None:
+    """``recordings.csv``: one row per recording (``recording_summaries``)."""
+    columns = ["video_id", "duration", "segments_scored", "segments_failed", "mean_score",
+               *[f"share_{p}" for p in POLARITIES]]  # fmt: skip
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in recordings)
 
 
 def score(
-    input_path: str | Path, run: str | Path, out: str | Path, workers: int | None = None, progress: bool = True
+    input_path: str | Path,
+    run: str | Path,
+    out: str | Path,
+    workers: int | None = None,
+    progress: bool = True,
+    segment: SegmentConfig | None = None,
 ) -> dict[str, Any]:
     """Extract the clips of ``input_path`` like the run's training data, score them and write ``out`` (see the
-    module doc); returns the content of ``scores.json``. Clips that fail extraction are listed, not scored."""
+    module doc); returns the content of ``scores.json``. Clips that fail extraction are listed, not scored. Long
+    recordings are cut into utterances first (``segment``, default: files longer than 30 s) and scored per segment;
+    ``recordings.csv`` sums each recording up."""
     out = Path(out)
     trained = open_run(run)
     extraction = recorded_extraction(trained.meta, trained.checkpoint)
     config = check_extractors(extraction, trained.model.names)
     clips, source = find_clips(input_path)
     cache = out / "cache"
-    summary = run_extraction(clips, cache, config, workers, source=source, progress=progress)
-    dataset = trained.read(cache, require_labels=False)
+    segment = segment or SegmentConfig()
+    summary = run_extraction(clips, cache, config, workers, source=source, progress=progress, segment=segment)
+    dataset, info = trained.read(cache, require_labels=False), _clip_info(cache)
+    records = score_dataset(trained.model, dataset, {k: v["duration"] for k, v in info.items()}, progress)
+    for record in records:
+        row = info[record["clip_id"]]
+        record.update(video_id=row["video_id"], start=row["start"], end=row["end"], text=row["text_raw"])
+    failed = read_errors(cache)
     scores = {
         "format": "cmamba-scores",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -219,11 +281,14 @@ def score(
         "polarity_rule": POLARITY_RULE,
         "trajectory_time": TRAJECTORY_TIME,
         "versions": tool_versions(),
-        "clips": score_dataset(trained.model, dataset, _durations(cache), progress),
-        "failed": read_errors(cache),
+        "segment": dataclasses.asdict(segment),
+        "clips": records,
+        "recordings": recording_summaries(records, failed, info),
+        "failed": failed,
     }
     out.mkdir(parents=True, exist_ok=True)
     write_csv(scores, out / "scores.csv")
+    write_recordings_csv(scores["recordings"], out / "recordings.csv")
     (out / "scores.json").write_text(json.dumps(scores, indent=2))
     write_report(scores, out)
     return scores

@@ -1,6 +1,6 @@
-"""``ExtractionConfig``: everything that decides a clip's features (which extractor per modality and its config,
-ASR, alignment, the modalities). A plain dataclass over the extractors' configs: importing it loads no media,
-model or scheduling library.
+"""``ExtractionConfig`` (everything that decides a clip's features: which extractor per modality and its config,
+ASR, alignment, the modalities) and ``SegmentConfig`` (how long recordings are cut into utterance clips). Plain
+dataclasses over the extractors' configs: importing this module loads no media, model or scheduling library.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from cmamba.constants import ALIGN_MODES, MODALITIES
+from cmamba.constants import ALIGN_MODES, MODALITIES, SEGMENT_MODES
 from cmamba.extractors import EXTRACTORS, Extractor, available_extractors, extractor_for
 from cmamba.extractors.audio import AudioConfig
 from cmamba.extractors.text import TextConfig
@@ -82,3 +82,28 @@ class ExtractionConfig:
         if "modalities" in fields:
             fields["modalities"] = tuple(fields["modalities"])
         return cls(**fields)
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """How recordings are cut into utterances (module doc)."""
+
+    mode: str = "auto"  # auto | transcript | asr | vad | fixed | none
+    auto_seconds: float = 30.0  # mode auto: files up to this long stay one clip
+    min_seconds: float = 1.0
+    max_seconds: float = 20.0
+    min_pause: float = 0.3  # seconds of silence that end an utterance
+    fixed_seconds: float = 10.0  # window length when there is no speech to follow
+    vad_threshold: float = 0.5  # speech probability above which a 32 ms window is speech
+
+    def __post_init__(self):
+        if self.mode not in SEGMENT_MODES:
+            raise ValueError(f"mode={self.mode!r} is not one of {SEGMENT_MODES}")
+        if not 0 < self.min_seconds <= self.max_seconds:
+            raise ValueError(f"need 0 < min_seconds <= max_seconds, got {self.min_seconds} and {self.max_seconds}")
+        if not self.min_seconds <= self.fixed_seconds <= self.max_seconds:
+            raise ValueError(f"fixed_seconds={self.fixed_seconds} must lie in [min_seconds, max_seconds]")
+        if self.max_seconds > 600:  # a segment is decoded as one clip: keep what a worker holds bounded
+            raise ValueError(f"max_seconds={self.max_seconds} is longer than 600 s; segments are utterances")
+        if self.min_pause <= 0 or self.auto_seconds < 0 or not 0 < self.vad_threshold < 1:
+            raise ValueError("min_pause must be > 0, auto_seconds >= 0 and vad_threshold in (0, 1)")

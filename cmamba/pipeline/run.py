@@ -40,10 +40,10 @@ from cmamba.pipeline.cache.parts import load_part, part_key, part_path, save_par
 from cmamba.pipeline.cache.schema import modality_columns
 from cmamba.pipeline.cache.store import cache_lock, shard_file, write_manifest, write_shard
 from cmamba.pipeline.clip import ClipError, extract_modality, join_clip
-from cmamba.pipeline.config import ExtractionConfig
+from cmamba.pipeline.config import ExtractionConfig, SegmentConfig
 from cmamba.pipeline.layout import LABEL_COLUMNS, ClipSpec
-from cmamba.pipeline.segment import SegmentConfig, segment_recording, should_segment
 from cmamba.pipeline.segment import cache_key_fields as segment_key_fields
+from cmamba.pipeline.segment import segment_recording, should_segment
 
 log = logging.getLogger("cmamba.pipeline")
 

@@ -31,37 +31,12 @@ from cmamba.extractors.decode import MediaInfo, probe, read_audio
 from cmamba.extractors.transcripts import asr as asr_lib
 from cmamba.extractors.transcripts import find_transcript, read_transcript
 from cmamba.io import sha256_file
+from cmamba.pipeline.config import SegmentConfig
 
-SEGMENT_MODES = ("auto", "transcript", "asr", "vad", "fixed", "none")
 VAD_RATE, VAD_STEP = 16000, 512  # silero-vad takes 16 kHz audio in 32 ms windows
 VAD_STREAMS, VAD_STREAM_SECONDS = 8, 60.0  # a block of audio is run as 8 parallel 60 s streams (bounded memory)
 SILERO_FILE = "silero_vad.jit"
 SILERO_SHA256 = "e1122837f4154c511485fe0b9c64455f7b929c96fbb8d79fbdb336383ebd3720"  # silero-vad 6.2.3's model
-
-
-@dataclass(frozen=True)
-class SegmentConfig:
-    """How recordings are cut into utterances (module doc)."""
-
-    mode: str = "auto"  # auto | transcript | asr | vad | fixed | none
-    auto_seconds: float = 30.0  # mode auto: files up to this long stay one clip
-    min_seconds: float = 1.0
-    max_seconds: float = 20.0
-    min_pause: float = 0.3  # seconds of silence that end an utterance
-    fixed_seconds: float = 10.0  # window length when there is no speech to follow
-    vad_threshold: float = 0.5  # speech probability above which a 32 ms window is speech
-
-    def __post_init__(self):
-        if self.mode not in SEGMENT_MODES:
-            raise ValueError(f"mode={self.mode!r} is not one of {SEGMENT_MODES}")
-        if not 0 < self.min_seconds <= self.max_seconds:
-            raise ValueError(f"need 0 < min_seconds <= max_seconds, got {self.min_seconds} and {self.max_seconds}")
-        if not self.min_seconds <= self.fixed_seconds <= self.max_seconds:
-            raise ValueError(f"fixed_seconds={self.fixed_seconds} must lie in [min_seconds, max_seconds]")
-        if self.max_seconds > 600:  # a segment is decoded as one clip: keep what a worker holds bounded
-            raise ValueError(f"max_seconds={self.max_seconds} is longer than 600 s; segments are utterances")
-        if self.min_pause <= 0 or self.auto_seconds < 0 or not 0 < self.vad_threshold < 1:
-            raise ValueError("min_pause must be > 0, auto_seconds >= 0 and vad_threshold in (0, 1)")
 
 
 @dataclass(frozen=True)

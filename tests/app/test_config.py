@@ -126,7 +126,7 @@ def test_to_dict_is_json(tmp_path):
 def test_an_unknown_section_lists_the_sections(tmp_path):
     message = error(tmp_path, "[trian]\nepochs = 3")
     assert "cmamba.toml" in message and "[trian]" in message and "did you mean 'train'" in message
-    assert "allowed sections: video, audio, text, asr, align, extract, model, train" in message
+    assert "allowed sections: video, audio, text, asr, align, segment, extract, model, train" in message
 
 
 def test_an_unknown_key_lists_the_keys_and_suggests_one(tmp_path):

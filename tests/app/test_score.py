@@ -10,6 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -184,3 +185,30 @@ def test_evaluate_reads_a_cache_on_the_checkpoint_s_own_time_axis(run, tmp_path)
     assert data[0]["features"]["audio"].shape[0] == 17  # 4.02 s in 0.25 s cells (the cache's 10 Hz grid: 41 rows)
     metrics = evaluate_run(tmp_path, cache, "test")
     assert math.isfinite(metrics["MAE"])
+
+
+def test_a_long_recording_is_scored_per_segment_with_a_recording_summary(run, tmp_path):
+    from cmamba.datasets.media import mux_clip
+    from cmamba.pipeline.config import SegmentConfig
+
+    media = Path(__file__).parents[1] / "fixtures" / "media"
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    mux_clip(media / "carphone_pristine.mp4", media / "arctic_a0007.wav", folder / "interview.mp4", loops=9)
+    out = tmp_path / "scores"
+    scores = score(folder, run, out, workers=0, progress=False, segment=SegmentConfig())  # auto: 36 s > 30 s
+    clips = scores["clips"]
+    assert len(clips) >= 5 and all(c["video_id"] == "interview" and "$_$" in c["clip_id"] for c in clips)
+    starts, ends = np.array([c["start"] for c in clips]), np.array([c["end"] for c in clips])
+    assert np.all(np.diff(starts) > 0) and np.all(ends[:-1] <= starts[1:]) and ends[-1] <= 36.5
+    with open(out / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:5] == ["video_id", "clip_id", "start", "end", "text"] and len(rows) == len(clips)
+    with open(out / "recordings.csv", newline="") as f:
+        (recording,) = list(csv.DictReader(f))
+    weights = ends - starts
+    expected = float((weights * np.array([c["score"] for c in clips])).sum() / weights.sum())
+    assert recording["video_id"] == "interview" and int(recording["segments_scored"]) == len(clips)
+    assert float(recording["mean_score"]) == pytest.approx(expected)
+    shares = [float(recording[f"share_{p}"]) for p in ("negative", "neutral", "positive")]
+    assert sum(shares) == pytest.approx(1.0)

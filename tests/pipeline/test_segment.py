@@ -18,10 +18,10 @@ from cmamba.datasets.media import mux_clip
 from cmamba.extractors.decode import read_audio
 from cmamba.fusion.config import TrainConfig
 from cmamba.pipeline.cache.store import read_manifest, shard_paths
-from cmamba.pipeline.config import ExtractionConfig
+from cmamba.pipeline.config import ExtractionConfig, SegmentConfig
 from cmamba.pipeline.layout import folder_clips
 from cmamba.pipeline.run import run_extraction
-from cmamba.pipeline.segment import SegmentConfig, group, segment_recording
+from cmamba.pipeline.segment import group, segment_recording
 
 MEDIA = Path(__file__).parents[1] / "fixtures" / "media"
 RATE = 16000
