@@ -229,15 +229,21 @@ def _preflight(config: ExtractionConfig) -> tuple[dict[str, int], dict[str, list
     return dims, names, described
 
 
-def segment_task(path: str, config: SegmentConfig, target: str) -> dict[str, Any]:
+def segment_task(path: str, config: SegmentConfig, use_asr: bool, target: str) -> dict[str, Any]:
     """Segment one recording and cache the result at ``target`` (JSON, atomic); returns it."""
-    result = segment_recording(path, config).to_dict()
+    result = segment_recording(path, config, use_asr).to_dict()
     write_json_atomic(Path(target), result)
     return result
 
 
 def _segment_recordings(
-    client: Any, cache: Path, clips: list[ClipSpec], digests: dict, config: SegmentConfig, progress: bool
+    client: Any,
+    cache: Path,
+    clips: list[ClipSpec],
+    digests: dict,
+    config: SegmentConfig,
+    use_asr: bool,
+    progress: bool,
 ) -> tuple[list[ClipSpec], dict[str, list], dict[str, dict]]:
     """The clips with every long recording replaced by its segments (``<id>$_$<NNNN>``, a range of the file), the
     errors of recordings that could not be segmented, and per recording how it was cut. Segmentations run as
@@ -252,7 +258,7 @@ def _segment_recordings(
             if not should_segment(probe(spec.path), config):
                 out.append(spec)
                 continue
-            key = part_key(digest=digest, kind="segments", **segment_key_fields(Path(spec.path), config))
+            key = part_key(digest=digest, kind="segments", **segment_key_fields(Path(spec.path), config, use_asr))
         except Exception:  # unreadable media: the clip's own extraction reports it
             out.append(spec)
             continue
@@ -263,7 +269,7 @@ def _segment_recordings(
                 continue
             except ValueError:  # a damaged cache file: segment again
                 pass
-        pending[client.submit(segment_task, str(spec.path), config, str(target), pure=False)] = spec
+        pending[client.submit(segment_task, str(spec.path), config, use_asr, str(target), pure=False)] = spec
     from dask.distributed import as_completed
 
     for future in tqdm(as_completed(pending), total=len(pending), desc="segment", unit="file",
@@ -338,7 +344,8 @@ def run_extraction(
             dims, names, described = _preflight(config)
             digests = _digests(cache, clips)
             with _dask_client(workers, scheduler) as client:
-                clips, problems, recordings = _segment_recordings(client, cache, clips, digests, segment, progress)
+                clips, problems, recordings = _segment_recordings(client, cache, clips, digests, segment,
+                                                                  config.use_asr, progress)  # fmt: skip
                 jobs, todo = _plan(cache, clips, config, digests, problems)
                 statuses = _run_modalities(client, todo, config, len(jobs), progress)
                 peaks = client.run(_peak_rss_mb)

@@ -65,15 +65,16 @@ def should_segment(media: MediaInfo, config: SegmentConfig) -> bool:
     return config.mode != "auto" or media.duration > config.auto_seconds
 
 
-def cache_key_fields(path: Path, config: SegmentConfig) -> dict[str, Any]:
+def cache_key_fields(path: Path, config: SegmentConfig, use_asr: bool = True) -> dict[str, Any]:
     """What decides a recording's segmentation besides its content (for the content-addressed cache)."""
     sidecar = find_transcript(path)
-    asr = asr_lib.describe_asr() if asr_lib.asr_status()[0] else None
+    asr = asr_lib.describe_asr() if use_asr and asr_lib.asr_status()[0] else None
     return {"config": dataclasses.asdict(config), "sidecar": sha256_file(sidecar) if sidecar else None, "asr": asr}
 
 
-def segment_recording(path: str | Path, config: SegmentConfig) -> Segmentation:
-    """The utterance segments of the recording at ``path`` (module doc)."""
+def segment_recording(path: str | Path, config: SegmentConfig, use_asr: bool = True) -> Segmentation:
+    """The utterance segments of the recording at ``path`` (module doc); ``use_asr=False`` never runs ASR (as
+    when extraction has ASR off)."""
     path = Path(path)
     media = probe(path)
     duration = media.duration
@@ -87,7 +88,7 @@ def segment_recording(path: str | Path, config: SegmentConfig) -> Segmentation:
             return _grouped(transcript.times, duration, config, "transcript")
         reasons.append("no timed transcript next to the media")
     if config.mode in ("auto", "asr") and media.has_audio:
-        ready, why = asr_lib.asr_status()
+        ready, why = asr_lib.asr_status() if use_asr else (False, "ASR is off")
         if ready:
             words = asr_lib.transcribe(read_audio(path, VAD_RATE), None)
             if words:
