@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+TIMELINE = "timelines.png"  # written when a scored input was cut into segments
 MAX_PANELS = 24  # clips shown in the per-clip plots; the table lists them all
 ILLUSTRATIVE = (
     "Illustrative only: the run is marked as a small demonstration model. These scores show what the pipeline "
@@ -101,6 +102,37 @@ def plot_contributions(scores: dict[str, Any], path: Path, limit: int = MAX_PANE
     return _save(fig, path)
 
 
+def segmented_recordings(scores: dict[str, Any]) -> dict[str, list[dict]]:
+    """The scored segments of each recording that was cut into several, in time order."""
+    recordings: dict[str, list[dict]] = {}
+    for clip in scores["clips"]:
+        if clip.get("video_id") is not None and clip.get("start") is not None:
+            recordings.setdefault(clip["video_id"], []).append(clip)
+    return {k: sorted(v, key=lambda c: c["start"]) for k, v in recordings.items() if len(v) > 1}
+
+
+def plot_timelines(scores: dict[str, Any], path: Path, limit: int = MAX_PANELS) -> Path:
+    """Per recording: each segment's score as a bar over its time range, with its within-segment trajectory."""
+    recordings = list(segmented_recordings(scores).items())[:limit]
+    fig = Figure(figsize=(10, 2.2 * max(1, len(recordings))))
+    FigureCanvasAgg(fig)
+    for k, (video_id, clips) in enumerate(recordings):
+        ax = fig.add_subplot(len(recordings), 1, k + 1)
+        for clip in clips:
+            colour = {"positive": "tab:green", "negative": "tab:red"}.get(clip["polarity"], "tab:grey")
+            ax.bar(clip["start"], clip["score"], width=clip["end"] - clip["start"], align="edge", color=colour,
+                   alpha=0.45)  # fmt: skip
+            if clip["trajectory"]:
+                times, values = zip(*clip["trajectory"], strict=True)
+                ax.plot([clip["start"] + t for t in times], values, color=colour, linewidth=1)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_title(_plain(video_id), fontsize=9)
+        ax.set_ylabel("score")
+    if recordings:
+        fig.axes[-1].set_xlabel("seconds in the recording")
+    return _save(fig, path)
+
+
 PLOTS = (  # (file name, heading, plot function); the page shows them in this order
     ("distribution.png", "Score distribution", plot_distribution),
     ("trajectories.png", "Score over time", plot_trajectories),
@@ -140,14 +172,24 @@ def render_html(scores: dict[str, Any]) -> str:
         f"Contribution of a modality: the score minus the score with that modality marked absent.</p>"
     )
     shown = f" (the first {MAX_PANELS} of {len(clips)} clips)" if len(clips) > MAX_PANELS else ""
+    if segmented_recordings(scores):
+        parts.append(f'<h2>Recordings: segment scores over time</h2><img src="{TIMELINE}" alt="timelines">')
+        keys = ["video_id", "duration", "segments_scored", "segments_failed", "mean_score", "share_positive",
+                "share_neutral", "share_negative"]  # fmt: skip
+        header = ["recording", "duration s", "segments scored", "failed", "mean score", "positive", "neutral",
+                  "negative"]  # fmt: skip
+        rows = [[r[k] for k in keys] for r in scores.get("recordings", [])]
+        parts.append(_table(header, rows))
     for filename, title, plot in PLOTS:
         note = shown if plot is not plot_distribution else ""
         parts.append(f'<h2>{title}{note}</h2><img src="{filename}" alt="{title}">')
-    header = ["clip", "score", "polarity", "present", *[f"contribution {n}" for n in names]]
+    header = ["clip", "start s", "end s", "text", "score", "polarity", "present",
+              *[f"contribution {n}" for n in names]]  # fmt: skip
     rows = [
-        [c["clip_id"], c["score"], c["polarity"], " + ".join(c["present"]), *[c["contributions"][n] for n in names]]
+        [c["clip_id"], c.get("start"), c.get("end"), c.get("text") or "", c["score"], c["polarity"],
+         " + ".join(c["present"]), *[c["contributions"][n] for n in names]]
         for c in clips
-    ]
+    ]  # fmt: skip
     parts.append("<h2>Scores</h2>" + (_table(header, rows) if rows else "<p>No clip was scored.</p>"))
     failed_rows = [[f["clip_id"], f["stage"], f["reason"]] for f in failed]
     parts.append(
@@ -167,6 +209,8 @@ def write_report(scores: dict[str, Any], out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for filename, _, plot in PLOTS:
         plot(scores, out / filename)
+    if segmented_recordings(scores):
+        plot_timelines(scores, out / TIMELINE)
     page = out / "report.html"
     page.write_text(render_html(scores), encoding="utf-8")
     return page

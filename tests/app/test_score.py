@@ -212,3 +212,6 @@ def test_a_long_recording_is_scored_per_segment_with_a_recording_summary(run, tm
     assert float(recording["mean_score"]) == pytest.approx(expected)
     shares = [float(recording[f"share_{p}"]) for p in ("negative", "neutral", "positive")]
     assert sum(shares) == pytest.approx(1.0)
+    page = (out / "report.html").read_text()
+    assert '<img src="timelines.png"' in page and (out / "timelines.png").read_bytes().startswith(PNG)
+    assert "Recordings: segment scores over time" in page and "interview" in page
