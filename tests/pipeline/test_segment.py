@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +148,39 @@ def test_segments_are_clips_a_segmented_cache_trains_and_exports(recordings, tmp
         "train": sum(r["split"] == "train" for r in rows),
         "valid": sum(r["split"] == "valid" for r in rows),
     }
+
+
+KILL_SCRIPT = """
+import sys
+from cmamba.pipeline.config import ExtractionConfig, SegmentConfig
+from cmamba.pipeline.layout import folder_clips
+from cmamba.pipeline.run import run_extraction
+run_extraction(folder_clips(sys.argv[1]), sys.argv[2], ExtractionConfig(use_asr=False), workers=2, progress=False,
+               segment=SegmentConfig(mode="vad"))
+"""
+
+
+def test_a_killed_run_over_a_long_recording_resumes_with_every_segment_exactly_once(recordings, tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(recordings / "monday.mp4", folder / "monday.mp4")
+    shutil.copy(recordings / "monday.json", folder / "monday.json")
+    out = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(folder), str(out)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(out.glob("parts/*/*/*.npz"))) < 6:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-run
+    proc.wait()
+    done_before = len(list(out.glob("parts/*/*/*.npz")))
+    assert done_before >= 6 and not (out / "manifest.json").exists()
+    assert len(list(out.glob("parts/segments/*/*.json"))) == 1  # the segmentation was cached before the kill
+    config = ExtractionConfig(use_asr=False)
+    summary = run_extraction(
+        folder_clips(folder), out, config, workers=0, progress=False, segment=SegmentConfig(mode="vad")
+    )
+    assert summary.cached >= done_before - 2 and summary.extracted + summary.cached == 3 * summary.clips
+    assert done_before < 3 * summary.clips, "the kill should land mid-run"
+    ids = [r["clip_id"] for p in shard_paths(out) for r in pq.read_table(p, columns=["clip_id"]).to_pylist()]
+    assert sorted(ids) == [f"monday$_${i:04d}" for i in range(summary.clips)]  # every segment, exactly once
