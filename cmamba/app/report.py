@@ -130,6 +130,7 @@ def plot_timelines(scores: dict[str, Any], path: Path, limit: int = MAX_PANELS) 
         ax.set_ylabel("score")
     if recordings:
         fig.axes[-1].set_xlabel("seconds in the recording")
+        fig.tight_layout()  # keeps the axis label inside the image
     return _save(fig, path)
 
 
