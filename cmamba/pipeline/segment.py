@@ -52,10 +52,6 @@ class Segmentation:
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "intervals": [list(i) for i in self.intervals]}
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Segmentation:
-        return cls(**{**values, "intervals": tuple(tuple(i) for i in values["intervals"])})
-
 
 def should_segment(media: MediaInfo, config: SegmentConfig) -> bool:
     """Whether a file is cut into segments: never for mode none, always for the explicit modes, and for mode auto
