@@ -57,6 +57,9 @@ TRAJECTORY_TIME = (
 )
 
 
+RUN_FIELDS = ("clips", "extracted", "cached", "failed", "seconds", "worker_peak_mb")  # of the extraction summary
+
+
 def recorded_extraction(meta: dict, checkpoint: Path) -> dict[str, Any]:
     """The checkpoint's ``schema["extraction"]``; raises ``UnscorableCheckpointError`` when raw clips cannot be
     extracted like its training features (none recorded, or imported features without timestamps)."""
@@ -276,7 +279,7 @@ def score(
             "align": extraction["align"],
             "clock_rate": extraction["clock_rate"],
             "extractors": extraction.get("extractors", {}),
-            "run": {key: getattr(summary, key) for key in ("clips", "extracted", "cached", "failed", "seconds")},
+            "run": {key: getattr(summary, key) for key in RUN_FIELDS},
         },
         "polarity_rule": POLARITY_RULE,
         "trajectory_time": TRAJECTORY_TIME,

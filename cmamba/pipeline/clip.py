@@ -129,9 +129,12 @@ def _transcript(clip: _Clip, config: ExtractionConfig, text: str | None) -> Tran
     """The clip's timed transcript, or the reason it has none. A range of a recording takes the words of the
     recording's timed transcript that start inside it (times from the range's start)."""
     path, media = clip.path, clip.media
-    samples = read_audio(path, ASR_RATE, clip.start, clip.end) if media.has_audio else None
     asr_ready, asr_reason = asr_lib.asr_status()
-    use_asr = config.use_asr and asr_ready and samples is not None
+    use_asr = config.use_asr and asr_ready and media.has_audio
+
+    def recognise() -> list:  # block by block: memory does not grow with the clip's length
+        return asr_lib.transcribe_range(path, clip.start, clip.end, config.asr)
+
     if text is not None:
         transcript = transcript_from_text(text)
     elif (sidecar := find_transcript(path)) is not None:
@@ -144,17 +147,20 @@ def _transcript(clip: _Clip, config: ExtractionConfig, text: str | None) -> Tran
                 if not len(transcript):
                     return f"no word of {sidecar.name} falls in this part of the recording"
             else:  # an untimed transcript of the whole recording says nothing about this part: recognise it
-                words = asr_lib.transcribe(samples, config.asr)
+                words = recognise()
                 return asr_lib.transcript_from_asr(words) if words else "ASR heard no words in this part"
     elif use_asr:
-        words = asr_lib.transcribe(samples, config.asr)
+        words = recognise()
         if not words:
             return "no transcript given and ASR heard no words"
         return asr_lib.transcript_from_asr(words)
     else:
-        why = "no audio to transcribe" if samples is None else asr_reason if config.use_asr else "ASR is off"
+        why = "no audio to transcribe" if not media.has_audio else asr_reason if config.use_asr else "ASR is off"
         return f"no transcript: no label text and no .json/.srt/.vtt/.txt next to the media; {why}"
-    asr_words = asr_lib.transcribe(samples, config.asr) if use_asr and transcript.times is None else None
+    asr_words = recognise() if use_asr and transcript.times is None else None
+    # the voiced region times untimed words and ASR words without duration; timed words need no audio
+    needs_audio = media.has_audio and (transcript.times is None or transcript.timing == "asr")
+    samples = read_audio(path, ASR_RATE, clip.start, clip.end) if needs_audio else None
     return time_words(transcript, samples, ASR_RATE, media.duration, asr_words)
 
 

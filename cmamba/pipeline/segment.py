@@ -81,12 +81,15 @@ def segment_recording(path: str | Path, config: SegmentConfig, use_asr: bool = T
         sidecar = find_transcript(path)
         transcript = read_transcript(sidecar) if sidecar is not None else None
         if transcript is not None and transcript.times is not None and len(transcript):
-            return _grouped(transcript.times, duration, config, "transcript")
+            cut = _grouped(transcript.times, duration, config, "transcript")
+            # words starting after the media ends belong to no segment: counted, not silently lost
+            past = int((transcript.times[:, 0] >= duration).sum())
+            return dataclasses.replace(cut, info={**cut.info, "words_past_media": past})
         reasons.append("no timed transcript next to the media")
     if config.mode in ("auto", "asr") and media.has_audio:
         ready, why = asr_lib.asr_status() if use_asr else (False, "ASR is off")
         if ready:
-            words = asr_lib.transcribe(read_audio(path, VAD_RATE), None)
+            words = asr_lib.transcribe_range(path, 0.0, duration)
             if words:
                 return _grouped(np.array([(w.start, w.end) for w in words]), duration, config, "asr", reasons)
             reasons.append("ASR heard no words")

