@@ -36,6 +36,16 @@ class AudioConfig:
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ValueError(f"preset={self.preset!r} is not one of {PRESETS}")
+        # bounded: rows per second grow as the hop shrinks, each row's window with n_fft
+        if not 8000 <= self.rate <= 96000:
+            raise ValueError(f"sample_rate must lie in [8000, 96000] Hz, got {self.rate}")
+        if not 64 <= self.n_fft <= 16384:
+            raise ValueError(f"n_fft must lie in [64, 16384] samples, got {self.n_fft}")
+        if not self.rate // 1000 <= self.hop <= self.n_fft:
+            raise ValueError(f"hop_length must lie in [1 ms = {self.rate // 1000}, n_fft = {self.n_fft}] samples, "
+                             f"got {self.hop}")  # fmt: skip
+        if not 0 < self.fmin < self.fmax < self.rate / 2:
+            raise ValueError(f"need 0 < fmin < fmax < sample_rate / 2, got fmin={self.fmin}, fmax={self.fmax}")
 
     @property
     def rate(self) -> int:

@@ -92,9 +92,9 @@ class OpenSmileConfig:
 
     def __post_init__(self):
         rate = self.sample_rate
-        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 16000 or rate % 100:
+        if isinstance(rate, bool) or not isinstance(rate, int) or not 16000 <= rate <= 96000 or rate % 100:
             raise ValueError(
-                f"sample_rate={rate!r}: eGeMAPS needs an integer rate of at least 16000 Hz that is a multiple of "
+                f"sample_rate={rate!r}: eGeMAPS needs an integer rate in [16000, 96000] Hz that is a multiple of "
                 f"100 Hz (16000, 24000, 32000, 44100, 48000)"
             )
 

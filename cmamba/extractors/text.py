@@ -29,6 +29,10 @@ class TextConfig:
     sha256: str | None = None  # expected sha256 of the weights file; the packaged MiniLM is always checked
     max_tokens: int = 512
 
+    def __post_init__(self):
+        if not 16 <= self.max_tokens <= 8192:  # windows overlap by half: a few tokens leave no room for context
+            raise ValueError(f"max_tokens must lie in [16, 8192], got {self.max_tokens}")
+
 
 def weights_file(directory: Path) -> Path | None:
     """The weights file of a local model directory (safetensors preferred), or None."""

@@ -42,6 +42,9 @@ POSE = ("pitch", "yaw", "roll", "tx", "ty", "tz")
 LANDMARKS = tuple(f"lm{i}_{axis}" for i in range(478) for axis in "xyz")
 
 
+MAX_FPS, MAX_SIDE = 60.0, 4096  # beyond these a setting only multiplies memory and time
+
+
 @dataclass(frozen=True)
 class FaceConfig:
     # 10 Hz resolves facial expressions (onsets last 100+ ms) at a third of the cost of 30 fps video.
@@ -55,10 +58,11 @@ class FaceConfig:
     min_tracking_confidence: float = 0.5
 
     def __post_init__(self):
-        if not self.fps > 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
-        if self.max_side < 32:
-            raise ValueError(f"max_side must be at least 32 pixels, got {self.max_side}")
+        # bounded: a clip's rows grow with fps, a decoded frame with max_side² (facial expressions need neither)
+        if not 0 < self.fps <= MAX_FPS:
+            raise ValueError(f"fps must lie in (0, {MAX_FPS}], got {self.fps}")
+        if not 32 <= self.max_side <= MAX_SIDE:
+            raise ValueError(f"max_side must lie in [32, {MAX_SIDE}] pixels, got {self.max_side}")
         if self.max_faces < 1:
             raise ValueError(f"max_faces must be at least 1, got {self.max_faces}")
         for field in ("min_detection_confidence", "min_presence_confidence", "min_tracking_confidence"):

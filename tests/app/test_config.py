@@ -175,7 +175,14 @@ def test_a_repeated_modality_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "text, section, reason",
     [
-        ("[video]\nfps = 0", "video", "fps must be positive"),
+        ("[video]\nfps = 0", "video", "fps must lie in (0, 60.0]"),
+        # settings that would hold unbounded rows or frames are refused before any work
+        ("[video]\nfps = 1000", "video", "fps must lie in (0, 60.0]"),
+        ("[video]\nmax_side = 100000", "video", "max_side must lie in [32, 4096]"),
+        ("[audio]\nhop_length = 1", "audio", "hop_length must lie in [1 ms = 16, n_fft = 512]"),
+        ("[audio]\nn_fft = 10000000", "audio", "n_fft must lie in [64, 16384]"),
+        ("[audio]\nsample_rate = 1000000", "audio", "sample_rate must lie in [8000, 96000]"),
+        ("[text]\nmax_tokens = 4", "text", "max_tokens must lie in [16, 8192]"),
         ("[align]\nclock_rate = -1", "align", "clock_rate must be positive"),
         ("[extract]\nmodalities = []", "extract", "choose one or more"),
         ("[extract]\nclips_per_shard = 0", "extract", "clips_per_shard must be >= 1"),
@@ -196,7 +203,7 @@ def test_bad_overrides_are_named(tmp_path):
         ({"train.epochs": None}, "train.epochs: expected int, got NoneType"),
         ({"train.epochs": "5"}, "train.epochs: expected int"),
         ({"model.fusion": "x"}, "model.fusion: 'x' is not allowed"),
-        ({"video.fps": 0}, "cmamba.toml + overrides: [video]: fps must be positive"),  # both set [video]
+        ({"video.fps": 0}, "cmamba.toml + overrides: [video]: fps must lie in (0, 60.0]"),  # both set [video]
     ]:
         with pytest.raises(ConfigError) as info:
             load_config(write(tmp_path, TOML), overrides)
