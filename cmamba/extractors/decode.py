@@ -80,26 +80,63 @@ def _origin(container: av.container.InputContainer) -> float:
     return start / av.time_base if start is not None and start > -(1 << 62) else 0.0  # AV_NOPTS_VALUE is INT64_MIN
 
 
+@dataclass(frozen=True)
+class _Damage:
+    """A packet the decoder refused: where (media seconds, None when the packet has no time) and why."""
+
+    time: float | None
+    error: Exception
+
+    def inside(self, start: float, end: float | None) -> bool:
+        """Whether the damage may touch [start, end) (damage without a time touches every range)."""
+        return self.time is None or (self.time >= start - 1e-6 and (end is None or self.time < end))
+
+    def raise_for(self, path: str | Path, stage: str) -> None:
+        where = "at an unknown time" if self.time is None else f"at {self.time:.2f} s"
+        raise MediaError(path, stage, f"the {stage} stream is damaged {where} ({self.error}); re-encode or repair "
+                         "the file (e.g. ffmpeg -i in.mp4 out.mp4), or cut the damaged part out")  # fmt: skip
+
+
+def _packets(
+    container: av.container.InputContainer, stream: av.stream.Stream, origin: float
+) -> Iterator[av.frame.Frame | _Damage]:
+    """The stream's frames, decoded packet by packet: a packet the decoder refuses becomes a ``_Damage`` (its
+    media time) instead of ending the stream, so callers fail only the ranges that the damage touches."""
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError as exc:
+            time = float(packet.pts * packet.time_base) - origin if packet.pts is not None else None
+            yield _Damage(time, exc)
+
+
+def _media_time(item: av.frame.Frame | _Damage, origin: float) -> float | None:
+    if isinstance(item, _Damage):
+        return item.time
+    return None if item.time is None else float(item.time) - origin
+
+
 def _decode_from(
     container: av.container.InputContainer, stream: av.stream.Stream, seconds: float
-) -> Iterator[av.frame.Frame]:
-    """The stream's frames from the keyframe at or before ``seconds`` (media time). A seek that fails, or lands past
-    ``seconds`` (some demuxers, e.g. MPEG-TS, seek by byte estimates), falls back to decoding from the beginning:
-    slower, same result (callers skip the frames before ``seconds``)."""
+) -> Iterator[av.frame.Frame | _Damage]:
+    """The stream's frames (and ``_Damage`` markers, see ``_packets``) from the keyframe at or before ``seconds``
+    (media time). A seek that fails, or lands past ``seconds`` (some demuxers, e.g. MPEG-TS, seek by byte
+    estimates), falls back to decoding from the beginning: slower, same result (callers skip what comes before
+    ``seconds``, damage included)."""
     origin = _origin(container)
     if seconds > 0:
         try:
             container.seek(int((seconds + origin) / stream.time_base), stream=stream, backward=True)
-            frames = container.decode(stream)
+            frames = _packets(container, stream, origin)
             first = next(frames, None)
-            if first is not None and (first.time is None or float(first.time) - origin <= seconds + 1e-6):
+            if first is not None and ((when := _media_time(first, origin)) is None or when <= seconds + 1e-6):
                 yield first
                 yield from frames
                 return
         except av.error.FFmpegError:
             pass
         container.seek(0)
-    yield from container.decode(stream)
+    yield from _packets(container, stream, origin)
 
 
 def iter_frames(
@@ -125,6 +162,10 @@ def iter_frames(
 
         try:
             for index, frame in enumerate(_decode_from(container, stream, start)):
+                if isinstance(frame, _Damage):
+                    if frame.inside(start, end):
+                        frame.raise_for(path, "video")
+                    continue
                 t = float(frame.time) - origin if frame.time is not None else index / native  # no times: count
                 while last is not None and limit(t):
                     if not isinstance(image, np.ndarray):  # convert only frames that are used
@@ -134,9 +175,11 @@ def iter_frames(
                 if end is not None and start + k / fps >= end - 1e-9:
                     return
                 last, image = t, frame
-        except av.error.FFmpegError as exc:
+        except av.error.FFmpegError as exc:  # the demuxer gave up: nothing after this point can be read
             if last is None:
                 raise MediaError(path, "video", f"no frame could be decoded ({exc})") from exc
+            raise MediaError(path, "video", f"decoding stopped after {last:.2f} s ({exc}); re-encode or repair the "
+                             "file (e.g. ffmpeg -i in.mp4 out.mp4)") from exc  # fmt: skip
         if last is None:
             raise MediaError(path, "video", "the video stream has no frames")
         if not isinstance(image, np.ndarray):
@@ -174,6 +217,10 @@ def read_audio(
         try:
             # decoders (AAC) need a few frames to settle after a seek: start a little early and drop the excess
             for frame in _decode_from(container, stream, start - AUDIO_PREROLL):
+                if isinstance(frame, _Damage):
+                    if frame.inside(start - AUDIO_PREROLL, end):
+                        frame.raise_for(path, "audio")
+                    continue
                 if first is None:  # where the decoded samples begin, relative to ``start``
                     first = round((float(frame.time) - origin - start) * sample_rate) if frame.time is not None else 0
                 for r in resampler.resample(frame):
@@ -183,9 +230,11 @@ def read_audio(
                     break
             else:
                 chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
-        except av.error.FFmpegError as exc:
+        except av.error.FFmpegError as exc:  # the demuxer gave up: nothing after this point can be read
             if not chunks:
                 raise MediaError(path, "audio", f"no audio could be decoded ({exc})") from exc
+            raise MediaError(path, "audio", f"decoding stopped after {total / sample_rate:.2f} s of audio ({exc}); "
+                             "re-encode or repair the file (e.g. ffmpeg -i in.mp4 out.mp4)") from exc  # fmt: skip
         if not chunks:
             raise MediaError(path, "audio", "the audio stream is empty")
         samples = np.concatenate(chunks).astype(np.float32)

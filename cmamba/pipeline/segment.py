@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from cmamba.errors import MediaError
 from cmamba.extractors.base import shared_model
 from cmamba.extractors.decode import MediaInfo, probe, read_audio
 from cmamba.extractors.transcripts import asr as asr_lib
@@ -95,16 +96,17 @@ def segment_recording(path: str | Path, config: SegmentConfig, use_asr: bool = T
             reasons.append("ASR heard no words")
         else:
             reasons.append(why)
+    damaged: list[tuple[float, float]] = []
     if config.mode in ("auto", "vad") and media.has_audio:
-        runs = speech_runs(path, duration, config)
+        runs, damaged = speech_runs(path, duration, config)
         if len(runs):
-            return _grouped(runs, duration, config, "vad", reasons)
+            return _around_damage(_grouped(runs, duration, config, "vad", reasons), damaged, config)
         reasons.append("no speech found")
     elif not media.has_audio:
         reasons.append("no audio stream")
     if config.mode in ("transcript", "asr", "vad") and reasons:
         reasons.append(f"fell back to {config.fixed_seconds:g} s windows")
-    return Segmentation(fixed_windows(duration, config), "fixed", "; ".join(reasons))
+    return _around_damage(Segmentation(fixed_windows(duration, config), "fixed", "; ".join(reasons)), damaged, config)
 
 
 def fixed_windows(duration: float, config: SegmentConfig) -> tuple[tuple[float, float], ...]:
@@ -168,24 +170,68 @@ def _grouped(runs: np.ndarray, duration: float, config: SegmentConfig, source: s
     return Segmentation(intervals, source, "; ".join(reasons), dropped)
 
 
-def speech_runs(path: Path, duration: float, config: SegmentConfig) -> np.ndarray:
-    """(R, 2) seconds of the 32 ms windows silero-vad calls speech, merged where they touch. The audio is decoded
-    block by block (``VAD_STREAMS`` × ``VAD_STREAM_SECONDS``) and each block runs as parallel streams, so memory
-    does not grow with the recording."""
+def speech_runs(path: Path, duration: float, config: SegmentConfig) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """(R, 2) seconds of the 32 ms windows silero-vad calls speech, merged where they touch, and the stretches
+    whose audio is damaged (pieces of about ``fixed_seconds``). The audio is decoded block by block
+    (``VAD_STREAMS`` × ``VAD_STREAM_SECONDS``) and each block runs as parallel streams, so memory does not grow
+    with the recording; a block that fails to decode is retried piece by piece."""
     import torch
 
     model = shared_model(("silero-vad", SILERO_SHA256), _load_silero)
     block = VAD_STREAMS * VAD_STREAM_SECONDS
-    probs = []
+    runs, damaged = [], []
     with torch.no_grad():
         for start in np.arange(0.0, duration, block):
-            samples = read_audio(path, VAD_RATE, start=float(start), end=float(min(start + block, duration)))
-            probs.append(_speech_probability(model, samples))
-    p = np.concatenate(probs) if probs else np.zeros(0)
-    speech = p >= config.vad_threshold
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], speech.astype(np.int8), [0]])))
+            end = float(min(start + block, duration))
+            try:
+                runs.append(_runs_in(model, path, float(start), end, config))
+            except MediaError:
+                for a, b in _even(float(start), end, max(1, round((end - start) / config.fixed_seconds))):
+                    try:
+                        runs.append(_runs_in(model, path, a, b, config))
+                    except MediaError:
+                        damaged.append((a, b))
+    return _joined(np.concatenate(runs) if runs else np.zeros((0, 2))), damaged
+
+
+def _runs_in(model: Any, path: Path, start: float, end: float, config: SegmentConfig) -> np.ndarray:
+    """(R, 2) speech runs of [start, end) of the recording, in seconds of the recording."""
+    p = _speech_probability(model, read_audio(path, VAD_RATE, start=start, end=end))
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], (p >= config.vad_threshold).astype(np.int8), [0]])))
     step = VAD_STEP / VAD_RATE
-    return np.stack([edges[0::2] * step, edges[1::2] * step], 1) if len(edges) else np.zeros((0, 2))
+    return start + np.stack([edges[0::2] * step, edges[1::2] * step], 1) if len(edges) else np.zeros((0, 2))
+
+
+def _joined(runs: np.ndarray) -> np.ndarray:
+    """Sorted runs with those that touch (across block edges) merged into one."""
+    if len(runs) < 2:
+        return runs
+    starts = np.flatnonzero(np.concatenate([[True], runs[1:, 0] - runs[:-1, 1] > 1e-6]))
+    ends = np.concatenate([starts[1:] - 1, [len(runs) - 1]])
+    return np.stack([runs[starts, 0], runs[ends, 1]], 1)
+
+
+def _around_damage(cut: Segmentation, damaged: list[tuple[float, float]], config: SegmentConfig) -> Segmentation:
+    """``cut`` with every damaged stretch a segment of its own (its clips fail at extraction, named, and the
+    rest of the recording is unaffected): segments overlapping one are trimmed to what lies outside it."""
+    if not damaged:
+        return cut
+    kept = list(cut.intervals)
+    for d0, d1 in damaged:
+        trimmed = []
+        for a, b in kept:
+            trimmed += (
+                [(a, b)] if b <= d0 or a >= d1 else [p for p in ((a, min(b, d0)), (max(a, d1), b)) if p[1] > p[0]]
+            )
+        kept = trimmed
+    kept = [(a, b) for a, b in kept if b - a >= config.min_seconds]
+    reason = f"the audio is damaged in {len(damaged)} piece(s) of the recording: they are segments of their own"
+    return dataclasses.replace(
+        cut,
+        intervals=tuple(sorted(kept + damaged)),
+        reason="; ".join(r for r in (cut.reason, reason) if r),
+        info={**cut.info, "damaged": [list(d) for d in damaged]},
+    )
 
 
 def _speech_probability(model: Any, samples: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from cmamba.app.runs import train_cache
 from cmamba.datasets.media import mux_clip
 from cmamba.extractors.decode import read_audio
 from cmamba.fusion.config import TrainConfig
-from cmamba.pipeline.cache.store import read_manifest, shard_paths
+from cmamba.pipeline.cache.store import read_errors, read_manifest, shard_paths
 from cmamba.pipeline.config import ExtractionConfig, SegmentConfig
 from cmamba.pipeline.layout import folder_clips
 from cmamba.pipeline.run import run_extraction
@@ -150,6 +150,38 @@ def test_segments_are_clips_a_segmented_cache_trains_and_exports(recordings, tmp
         "train": sum(r["split"] == "train" for r in rows),
         "valid": sum(r["split"] == "valid" for r in rows),
     }
+
+
+def damage_audio(source: Path, target: Path, start: float, end: float) -> None:
+    """A copy of ``source`` whose audio packets in [start, end) seconds are overwritten with random bytes (as a bad
+    sector or an interrupted copy leaves them); everything else is byte-identical."""
+    import av
+
+    data, rng = bytearray(source.read_bytes()), np.random.default_rng(0)
+    with av.open(str(source)) as container:
+        for packet in container.demux(container.streams.audio[0]):
+            if packet.pts is not None and start <= float(packet.pts * packet.time_base) < end:
+                data[packet.pos : packet.pos + packet.size] = rng.integers(0, 256, packet.size, np.uint8).tobytes()
+    target.write_bytes(bytes(data))
+
+
+def test_a_damaged_stretch_fails_only_the_segments_it_touches(recordings, tmp_path):
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    damage_audio(recordings / "monday.mp4", folder / "monday.mp4", 12.0, 14.0)
+    config = ExtractionConfig(use_asr=False, modalities=("audio", "video", "text"))
+    cache = tmp_path / "cache"
+    summary = run_extraction(folder_clips(folder), cache, config, workers=0, progress=False,
+                             segment=SegmentConfig(mode="vad"))  # fmt: skip
+    cut = read_manifest(cache)["segment"]["recordings"]["monday"]
+    damaged = cut["info"]["damaged"]
+    assert damaged and all(a <= 14.0 and b >= 12.0 for a, b in damaged) and "damaged" in cut["reason"]
+    failed = {e["clip_id"]: e["reason"] for e in read_errors(cache)}
+    rows = {r["clip_id"]: r for p in shard_paths(cache) for r in pq.read_table(p).to_pylist()}
+    assert failed and summary.clips == len(failed) + len(rows) and len(rows) >= 5
+    assert all("audio stream is damaged at 1" in reason for reason in failed.values())
+    for r in rows.values():  # every segment clear of the damage has its features (the AAC pre-roll aside)
+        assert r["audio_present"] and r["video_present"] and (r["end"] <= 12.0 or r["start"] >= 14.0)
 
 
 KILL_SCRIPT = """
