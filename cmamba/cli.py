@@ -21,6 +21,7 @@ from typing import Any
 from cmamba.constants import ALIGN_MODES, DATASETS, EXPORT_FORMATS, SEGMENT_MODES, SPLITS
 from cmamba.errors import NoMediaError
 from cmamba.fusion.config import FUSIONS
+from cmamba.io import json_text
 
 log = logging.getLogger("cmamba")
 
@@ -70,7 +71,8 @@ def _extract(args: argparse.Namespace) -> int:
     from cmamba.app.extract import extract
 
     config = _config(args, EXTRACT_FLAGS)
-    summary = extract(args.input, args.out, config.extraction(), segment=config.segment, **config.extract_options)
+    summary = extract(args.input, args.out, config.extraction(), segment=config.segment, overwrite=args.overwrite,
+                      rehash=args.rehash, **config.extract_options)  # fmt: skip
     return _extraction_done(args, config, summary)
 
 
@@ -78,7 +80,8 @@ def _prepare(args: argparse.Namespace) -> int:
     from cmamba.app.extract import prepare
 
     config = _config(args, EXTRACT_FLAGS)
-    summary = prepare(args.dataset, args.corpus_dir, args.out, config.extraction(), **config.extract_options)
+    summary = prepare(args.dataset, args.corpus_dir, args.out, config.extraction(), overwrite=args.overwrite,
+                      rehash=args.rehash, **config.extract_options)  # fmt: skip
     return _extraction_done(args, config, summary)
 
 
@@ -92,7 +95,7 @@ def _extraction_done(args: argparse.Namespace, config: Any, summary: Any) -> int
 def _import_mmsa(args: argparse.Namespace) -> int:
     from cmamba.app.interop import import_mmsa
 
-    manifest = import_mmsa(args.pkl, args.out, args.clips_per_shard)
+    manifest = import_mmsa(args.pkl, args.out, args.clips_per_shard, overwrite=args.overwrite)
     print(f"imported {manifest['counts']['clips']} clips {manifest['counts']['by_split']} into {args.out} "
           f"(dims {manifest['dims']})")  # fmt: skip
     return 0
@@ -119,9 +122,8 @@ def _train(args: argparse.Namespace) -> int:
     from cmamba.app.runs import train_cache
 
     config = _config(args, TRAIN_FLAGS)
-    _save_config(Path(args.out), config)
     summary = train_cache(args.cache, args.out, config.model_overrides(), config.train_config(), config.seeds,
-                          align=args.align)  # fmt: skip
+                          align=args.align, overwrite=args.overwrite, settings=config.to_dict())  # fmt: skip
     split = "test" if "test" in summary else "valid"
     metrics = ", ".join(f"{k} {v['mean']:.4f}±{v['std']:.4f}" for k, v in summary[split].items())
     print(f"{len(summary['seeds'])} seed(s) in {args.out}; {split}: {metrics}")
@@ -132,7 +134,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from cmamba.app.runs import evaluate_run
 
     metrics = evaluate_run(args.run, args.cache, args.split, args.missing_rate)
-    print(json.dumps(metrics, indent=2))
+    print(json_text(metrics))
     return 0
 
 
@@ -235,11 +237,18 @@ def _extraction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips-per-shard", type=int, dest="clips_per_shard")
     no_asr = "never run speech recognition (clips without a transcript become text-absent)"
     parser.add_argument("--no-asr", dest="use_asr", action="store_const", const=False, help=no_asr)
+    rehash = "hash every media file again (the cache trusts files whose size, mtime, inode and ctime are unchanged)"
+    parser.add_argument("--rehash", action="store_true", help=rehash)
 
 
 def _segment_option(parser: argparse.ArgumentParser) -> None:
     about = "cut long recordings into utterance clips (default auto: files longer than 30 s, by timed transcript, "
     parser.add_argument("--segment", choices=SEGMENT_MODES, help=about + "ASR, voice activity or fixed windows)")
+
+
+def _overwrite_option(parser: argparse.ArgumentParser) -> None:
+    about = "replace a cache of another kind or config already in --out (refused otherwise)"
+    parser.add_argument("--overwrite", action="store_true", help=about)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the cache folder")
     _extraction_options(p)
     _segment_option(p)
+    _overwrite_option(p)
 
     p = _command(commands, "prepare", _prepare, "build the feature cache of a benchmark corpus in MMSA's label.csv + "
                  "Raw/ layout", "cmamba prepare mosi ~/data/MOSI --out cache/mosi")  # fmt: skip
@@ -260,12 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus_dir")
     p.add_argument("--out", required=True)
     _extraction_options(p)
+    _overwrite_option(p)
 
     summary = "import an MMSA feature pickle (restricted unpickler) into a feature cache"
     p = _command(commands, "import-mmsa", _import_mmsa, summary, "cmamba import-mmsa unaligned_50.pkl --out cache/mosi")
     p.add_argument("pkl")
     p.add_argument("--out", required=True)
     p.add_argument("--clips-per-shard", type=int, default=1000, dest="clips_per_shard")
+    _overwrite_option(p)
 
     p = _command(commands, "export", _export, "export a feature cache as an MMSA or MulT pickle",
                  "cmamba export cache/mosi --format mmsa --out mosi.pkl --max-len text=50 audio=500")  # fmt: skip
@@ -286,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--dataset", choices=DATASETS, help="metric conventions")
     p.add_argument("--align", choices=ALIGN_MODES, help="default: the cache's")
+    p.add_argument("--overwrite", action="store_true", help="delete the training run already in --out first")
 
     p = _command(commands, "evaluate", _evaluate, "MMSA metrics of a trained run on a cache split",
                  "cmamba evaluate runs/mosi cache/mosi --missing-rate 0.3")  # fmt: skip

@@ -71,3 +71,20 @@ class UnscorableCheckpointError(ValueError):
 
 class SchemaMismatchError(ValueError):
     """The registered extractors no longer produce the features the checkpoint was trained on."""
+
+
+class OutputExistsError(ValueError):
+    """The output folder already holds something else (another training, another kind of cache): refused, so
+    that nothing is replaced or mixed silently; the message names ``--overwrite`` or another ``--out``."""
+
+
+class SchedulerError(RuntimeError):
+    """The Dask scheduler given with ``--scheduler`` cannot be reached."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder whose files cannot be read (truncated weights, a damaged model.json)."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite; the message says whether a checkpoint was kept."""

@@ -157,7 +157,8 @@ def test_demo_runs_to_a_report(tmp_path):
 
 
 def test_a_missing_face_model_prints_the_fix(tmp_path):
-    env = {**os.environ, "CMAMBA_MODELS_DIR": str(tmp_path / "no-models")}
+    # offline: a first run would otherwise install the model (tests/test_bad_inputs.py checks that path)
+    env = {**os.environ, "CMAMBA_MODELS_DIR": str(tmp_path / "no-models"), "CMAMBA_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-m", "cmamba", "extract", MEDIA / "carphone_pristine.mp4", "--out",
                            tmp_path / "c"], capture_output=True, text=True, env=env)  # fmt: skip
     assert done.returncode == 1 and "cmamba models install" in done.stderr

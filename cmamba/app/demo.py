@@ -9,7 +9,6 @@ of the workflow, not of sentiment accuracy.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from cmamba.app.runs import train_cache
 from cmamba.fusion.config import TrainConfig
 from cmamba.fusion.layers import mamba_A, mamba_delta_bias
 from cmamba.fusion.ops import coupled_step
+from cmamba.io import json_text
 from cmamba.pipeline.config import ExtractionConfig
 
 DEMO_MODEL = {"d_model": 32, "d_state": 8, "n_layers": 2}
@@ -65,9 +65,9 @@ def run_demo(out: str | Path = "cmamba-demo", workers: int | None = None, echo: 
     config = ExtractionConfig(use_asr=False)  # the transcript comes with the clips (labels.csv)
     summary = extract(folder, out / "cache", config, workers=workers, progress=False)
     echo(f"[3/5] features: {summary}")
-    train_summary = train_cache(out / "cache", out / "run", DEMO_MODEL, DEMO_TRAIN, seeds=(1111,))
+    train_summary = train_cache(out / "cache", out / "run", DEMO_MODEL, DEMO_TRAIN, seeds=(1111,), overwrite=True)
     train_summary["illustrative"] = True
-    (out / "run" / "summary.json").write_text(json.dumps(train_summary, indent=2))
+    (out / "run" / "summary.json").write_text(json_text(train_summary))
     mae = train_summary.get("test", train_summary["valid"])["MAE"]["mean"]
     echo(f"[4/5] trained a {DEMO_MODEL} coupled model for {DEMO_TRAIN.epochs} epochs (test MAE {mae:.3f})")
     scores = score(folder, out / "run", out, workers=workers, progress=False)

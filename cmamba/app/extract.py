@@ -7,11 +7,14 @@ find_clips(INPUT)                   what ``extract`` (and ``score``) read from I
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cmamba.assets import install_missing
 from cmamba.constants import DATASETS
-from cmamba.errors import NoMediaError
+from cmamba.errors import ModelNotFoundError, NoMediaError
 from cmamba.pipeline.config import ExtractionConfig, SegmentConfig
 from cmamba.pipeline.layout import MEDIA_SUFFIXES, ClipSpec, benchmark_clips, folder_clips
 from cmamba.pipeline.run import RunSummary, run_extraction
@@ -20,6 +23,8 @@ from cmamba.pipeline.run import RunSummary, run_extraction
 def find_clips(input_path: str | Path) -> tuple[list[ClipSpec], dict[str, Any]]:
     """The clips of ``input_path`` and a description of where they came from: a single media file, a benchmark
     corpus (``label.csv`` beside ``Raw/``) or a folder of media (recursive, optional ``labels.csv``)."""
+    if not str(input_path).strip():  # Path("") is the current directory: never scan it by accident
+        raise NoMediaError("the input path is empty; name a media file or a folder of media")
     path = Path(input_path)
     if path.is_file():
         if path.suffix.lower() not in MEDIA_SUFFIXES:
@@ -35,6 +40,18 @@ def find_clips(input_path: str | Path) -> tuple[list[ClipSpec], dict[str, Any]]:
     return clips, {"kind": "folder", "path": str(path.resolve())}
 
 
+def install_models_on_first_use(config: ExtractionConfig, echo: Callable[[str], None] | None = None) -> None:
+    """Install the pinned model files the configured extractors miss (a first run after ``pip install``); a model
+    that is still missing afterwards raises its own ModelNotFoundError (how to install it by hand)."""
+    for m in config.modalities:
+        try:
+            config.extractor(m).model_files()
+        except ModelNotFoundError:
+            if not install_missing(echo or (lambda line: print(line, file=sys.stderr))):
+                raise
+            config.extractor(m).model_files()
+
+
 def extract(
     input_path: str | Path,
     out: str | Path,
@@ -44,12 +61,17 @@ def extract(
     clips_per_shard: int = 1000,
     progress: bool = True,
     segment: SegmentConfig | None = None,
+    overwrite: bool = False,
+    rehash: bool = False,
 ) -> RunSummary:
     """Extract every clip of ``input_path`` into the cache ``out`` (resumable; see ``run_extraction``); long
-    recordings are cut into utterance clips as ``segment`` says (default: files longer than 30 s)."""
+    recordings are cut into utterance clips as ``segment`` says (default: files longer than 30 s). ``overwrite``
+    replaces a cache of another kind or config in ``out`` (refused otherwise); ``rehash`` hashes every file again."""
     clips, source = find_clips(input_path)
     segment = segment or SegmentConfig()
-    return run_extraction(clips, out, config, workers, scheduler, clips_per_shard, source, progress, segment)
+    install_models_on_first_use(config or ExtractionConfig())
+    return run_extraction(clips, out, config, workers, scheduler, clips_per_shard, source, progress, segment,
+                          overwrite, rehash)  # fmt: skip
 
 
 def prepare(
@@ -61,10 +83,15 @@ def prepare(
     scheduler: str | None = None,
     clips_per_shard: int = 1000,
     progress: bool = True,
+    overwrite: bool = False,
+    rehash: bool = False,
 ) -> RunSummary:
-    """Extract a benchmark corpus (MOSI, MOSEI, CH-SIMS, CH-SIMS v2) from its ``label.csv`` + ``Raw/`` layout."""
+    """Extract a benchmark corpus (MOSI, MOSEI, CH-SIMS, CH-SIMS v2) from its ``label.csv`` + ``Raw/`` layout
+    (never segmented; ``overwrite`` and ``rehash`` as for ``extract``)."""
     if dataset not in DATASETS:
         raise ValueError(f"dataset {dataset!r} is not one of {DATASETS}")
     clips = benchmark_clips(corpus_dir)
+    install_models_on_first_use(config or ExtractionConfig())
     source = {"kind": "benchmark", "dataset": dataset, "path": str(Path(corpus_dir).resolve())}
-    return run_extraction(clips, out, config, workers, scheduler, clips_per_shard, source, progress)
+    return run_extraction(clips, out, config, workers, scheduler, clips_per_shard, source, progress,
+                          overwrite=overwrite, rehash=rehash)  # fmt: skip

@@ -139,6 +139,7 @@ PLOTS = (  # (file name, heading, plot function); the page shows them in this or
     ("trajectories.png", "Score over time", plot_trajectories),
     ("contributions.png", "Modality contributions", plot_contributions),
 )
+IMAGES = (*(name for name, _, _ in PLOTS), TIMELINE)  # every image the report may write
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:

@@ -11,12 +11,15 @@ own time axis (its alignment and clock rate).
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cmamba.constants import SPLITS
+from cmamba.errors import OutputExistsError
 from cmamba.fusion.checkpoint import check_schema, load_checkpoint
 from cmamba.fusion.config import DEFAULT_SEEDS, FusionConfig, TrainConfig
 from cmamba.fusion.model import FusionModel
@@ -48,30 +51,70 @@ def train_cache(
     train: TrainConfig | None = None,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     align: str | None = None,
+    overwrite: bool = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one model per seed on the cache's splits into ``out/seed-<seed>``; returns ``out/summary.json``.
 
-    model: FusionConfig fields other than ``modalities`` (taken from the cache); train: the recipe.
+    model: FusionConfig fields other than ``modalities`` (taken from the cache); train: the recipe. A run folder
+    belongs to one training: a non-empty ``out`` is refused unless ``overwrite`` (which empties it first).
+    settings: the resolved config to save as ``out/cmamba-config.json``.
     """
     sets = _splits(cache, align)
     model_config = FusionConfig(modalities=sets["train"].dims(), **dict(model or {}))
+    out = Path(out)
+    claim_run_folder(out, overwrite)
+    if settings is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cmamba-config.json").write_text(json.dumps(dict(settings), indent=2))
     return train_seeds(model_config, train or TrainConfig(), sets["train"], sets["valid"], out, sets.get("test"),
                        tuple(seeds))  # fmt: skip
 
 
+RUN_FILES = ("summary.json", "cmamba-config.json")  # with seed-*/ folders and cmamba-*.log: what a run folder holds
+
+
+def claim_run_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` that already holds a training (its old seeds would mix with the new ones), or empty it
+    when ``overwrite``; a folder holding anything else is never emptied. Log files (this command's among them)
+    stay."""
+    if not out.is_dir():
+        return
+    held = [p for p in out.iterdir() if not (p.name.startswith("cmamba-") and p.name.endswith(".log"))]
+    if not held:
+        return
+    foreign = sorted(p.name for p in held if p.name not in RUN_FILES and not p.name.startswith("seed-"))
+    if foreign:
+        raise OutputExistsError(f"{out} holds files that are not a training run's ({', '.join(foreign[:3])}); "
+                                "choose an empty or new --out")  # fmt: skip
+    if not overwrite:
+        raise OutputExistsError(f"{out} already holds a training run; choose another --out, or pass --overwrite to "
+                                "delete it first")  # fmt: skip
+    for path in held:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def best_checkpoint(run: str | Path) -> Path:
     """The checkpoint folder of a run: ``run`` itself when it is a checkpoint folder, ``run/best``, or the ``best``
-    of the seed with the lowest valid loss."""
+    of the seed with the lowest valid loss (only the seeds the run's ``summary.json`` lists, when it has one)."""
     run = Path(run)
     if (run / "model.json").is_file():
         return run
     if (run / "best" / "model.json").is_file():
         return run / "best"
-    seeds = sorted(run.glob("seed-*/result.json"))
-    if not seeds:
+    results = sorted(run.glob("seed-*/result.json"))
+    if (run / "summary.json").is_file():
+        listed = {f"seed-{s}" for s in json.loads((run / "summary.json").read_text()).get("seeds", [])}
+        results = [p for p in results if p.parent.name in listed]
+    if not results:
         raise FileNotFoundError(f"{run} is not a training run (no best/ or seed-*/result.json); run `cmamba train`")
-    best = min(seeds, key=lambda p: json.loads(p.read_text())["valid"]["Loss"])
+    best = min(results, key=lambda p: _valid_loss(json.loads(p.read_text())))
     return best.parent / "best"
+
+
+def _valid_loss(result: dict[str, Any]) -> float:
+    loss = result["valid"]["Loss"]
+    return math.inf if loss is None else loss  # null: the loss was not finite (results are strict JSON)
 
 
 @dataclass

@@ -33,15 +33,15 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from cmamba.app.extract import find_clips
-from cmamba.app.report import write_report
+from cmamba.app.extract import find_clips, install_models_on_first_use
+from cmamba.app.report import IMAGES, write_report
 from cmamba.app.runs import TrainedRun, open_run
 from cmamba.constants import CLIP_ID_SEPARATOR
-from cmamba.errors import SchemaMismatchError, UnscorableCheckpointError
+from cmamba.errors import NoMediaError, SchemaMismatchError, UnscorableCheckpointError
 from cmamba.fusion.batch import collate
 from cmamba.fusion.model import FusionModel
 from cmamba.fusion.train import sentiment_classes
-from cmamba.io import tool_versions
+from cmamba.io import json_text, tool_versions
 from cmamba.pipeline.cache.store import read_errors, shard_paths
 from cmamba.pipeline.config import ExtractionConfig, SegmentConfig
 from cmamba.pipeline.run import run_extraction
@@ -116,8 +116,7 @@ def _run_info(trained: TrainedRun) -> dict[str, Any]:
         "seed": train.get("seed"),
         "seeds": summary.get("seeds"),  # the checkpoint is the seed with the lowest valid loss (best_checkpoint)
         "epoch": meta.get("epoch"),
-        # the selection metrics; NaN (e.g. Corr on a constant prediction) would make scores.json invalid JSON
-        "valid": {k: v if math.isfinite(v) else None for k, v in (meta.get("valid") or {}).items()},
+        "valid": meta.get("valid") or {},  # the selection metrics (null where undefined, e.g. Corr of a constant)
         "illustrative": bool(summary.get("illustrative", False)),
     }
 
@@ -218,6 +217,14 @@ def score_dataset(
     return records
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell safe to open in a spreadsheet: text starting like a formula (``=``, ``+``, ``-``, ``@``, tab,
+    carriage return: clip names and transcripts come from users' files) is quoted with a leading apostrophe."""
+    if value is None:
+        return ""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def write_csv(scores: dict[str, Any], path: Path) -> None:
     """``scores.csv``, one row per clip (a segment of a recording, or a whole file): video_id, clip_id, start, end
     (seconds in the source file), text, score, polarity, present (modalities joined by "+"),
@@ -228,9 +235,10 @@ def write_csv(scores: dict[str, Any], path: Path) -> None:
         writer.writerow(["video_id", "clip_id", "start", "end", "text", "score", "polarity", "present",
                          *[f"contribution_{n}" for n in names]])  # fmt: skip
         for clip in scores["clips"]:
-            contributions = ["" if clip["contributions"][n] is None else clip["contributions"][n] for n in names]
-            writer.writerow([clip["video_id"], clip["clip_id"], clip["start"], clip["end"], clip["text"] or "",
-                             clip["score"], clip["polarity"], "+".join(clip["present"]), *contributions])  # fmt: skip
+            contributions = [clip["contributions"][n] for n in names]
+            cells = [clip["video_id"], clip["clip_id"], clip["start"], clip["end"], clip["text"], clip["score"],
+                     clip["polarity"], "+".join(clip["present"]), *contributions]  # fmt: skip
+            writer.writerow([_cell(c) for c in cells])
 
 
 def write_recordings_csv(recordings: list[dict[str, Any]], path: Path) -> None:
@@ -240,7 +248,14 @@ def write_recordings_csv(recordings: list[dict[str, Any]], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in recordings)
+        writer.writerows({k: _cell(v) for k, v in r.items()} for r in recordings)
+
+
+def _our_output(path: Path, out: Path) -> bool:
+    """Whether ``path`` is something ``score`` wrote into ``out`` (its report images, its cache): an ``--out`` inside
+    the input folder must not feed the next run its own output."""
+    path, out = path.resolve(), out.resolve()
+    return path.is_relative_to(out / "cache") or (path.parent == out and path.name in IMAGES)
 
 
 def score(
@@ -260,9 +275,15 @@ def score(
     extraction = recorded_extraction(trained.meta, trained.checkpoint)
     config = check_extractors(extraction, trained.model.names)
     clips, source = find_clips(input_path)
+    clips = [c for c in clips if c.path is None or not _our_output(Path(c.path), out)]
+    if not clips:
+        raise NoMediaError(f"{input_path} holds no media besides what `cmamba score` wrote into {out}")
+    install_models_on_first_use(config)
     cache = out / "cache"
     segment = segment or SegmentConfig()
-    summary = run_extraction(clips, cache, config, workers, source=source, progress=progress, segment=segment)
+    # the cache is score's own: one made for another run's extractors is replaced, not refused
+    summary = run_extraction(clips, cache, config, workers, source=source, progress=progress, segment=segment,
+                             overwrite=True)  # fmt: skip
     dataset, info = trained.read(cache, require_labels=False), _clip_info(cache)
     records = score_dataset(trained.model, dataset, {k: v["duration"] for k, v in info.items()}, progress)
     for record in records:
@@ -292,6 +313,6 @@ def score(
     out.mkdir(parents=True, exist_ok=True)
     write_csv(scores, out / "scores.csv")
     write_recordings_csv(scores["recordings"], out / "recordings.csv")
-    (out / "scores.json").write_text(json.dumps(scores, indent=2))
+    (out / "scores.json").write_text(json_text(scores))
     write_report(scores, out)
     return scores

@@ -7,6 +7,7 @@ all valid clips — the missing modality is reported as absent (``None``), never
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,12 @@ def probe(path: str | Path) -> MediaInfo:
         else:
             stream = video or audio
             duration = float(stream.duration * stream.time_base) if stream and stream.duration else 0.0
+        if duration <= 0 and video is not None and not still and video.average_rate:
+            # a raw stream (.h264) has no duration and no timestamps: count its frames (demuxing, no decoding)
+            duration = sum(1 for packet in container.demux(video) if packet.size) / float(video.average_rate)
         return MediaInfo(
-            duration=0.0 if still else float(duration),
+            # a still image lasts no time; a still with sound (cover art) lasts as long as its sound
+            duration=0.0 if still and audio is None else float(duration),
             has_video=video is not None,
             has_audio=audio is not None,
             fps=float(video.average_rate) if video is not None and video.average_rate else None,
@@ -235,8 +240,8 @@ def read_audio(
                 raise MediaError(path, "audio", f"no audio could be decoded ({exc})") from exc
             raise MediaError(path, "audio", f"decoding stopped after {total / sample_rate:.2f} s of audio ({exc}); "
                              "re-encode or repair the file (e.g. ffmpeg -i in.mp4 out.mp4)") from exc  # fmt: skip
-        if not chunks:
-            raise MediaError(path, "audio", "the audio stream is empty")
+        if not chunks:  # a stream without samples: nothing to decode, which is not an error of the file
+            return np.zeros(0, np.float32)
         samples = np.concatenate(chunks).astype(np.float32)
         skip = -first if first is not None and first < 0 else 0
         if first is not None and first > 0 and start > 0:  # the seek landed after ``start``: pad what is missing
@@ -251,9 +256,12 @@ def decode_input(
     """The frames (streamed) or samples an extractor's ``spec`` asks for, of [start, end) of the file, or None
     when the file lacks that stream."""
     if spec.kind == "frames":
-        if not probe(path).has_video:
+        media = probe(path)
+        if not media.has_video:
             return None
-        return Frames(stream=iter_frames(path, spec.rate, spec.max_side, start, end))
+        frames = iter_frames(path, spec.rate, spec.max_side, start, end)
+        # a still (an image, or cover art beside sound) is one frame at t = 0, however long its sound lasts
+        return Frames(stream=itertools.islice(frames, 1) if media.still_image else frames)
     if spec.kind == "samples":
         samples = read_audio(path, int(spec.rate), start, end)
         return None if samples is None else Samples(samples, int(spec.rate))

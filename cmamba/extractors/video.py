@@ -15,6 +15,7 @@ The model file comes from ``cmamba.assets`` (``cmamba models install``); nothing
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,9 @@ import numpy as np
 
 from cmamba.assets import resolve_face_model
 from cmamba.extractors.base import Extractor, FeatureSequence, Frames, InputSpec, register_extractor, shared_model
+from cmamba.io import native_stderr_to
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mediapipe.tasks.python import vision
@@ -126,7 +130,9 @@ class MediaPipeFace(Extractor[Frames]):
         # the bytes held per process costs ~20-35 ms, about 6% of a 4 s clip at 10 fps, and makes each clip's
         # result independent of what ran before. It also makes extract() thread-safe without a lock: threads
         # share only the immutable model bytes. Frames are consumed one at a time (a stream is never stacked).
-        with vision.FaceLandmarker.create_from_options(self._options()) as landmarker:
+        with native_stderr_to(log):  # MediaPipe's set-up notes, 3-4 lines per landmarker, are not for the user
+            landmarker = vision.FaceLandmarker.create_from_options(self._options())
+        with landmarker:
             last_ms = -1
             for seconds, frame in data:
                 frame = np.asarray(frame)

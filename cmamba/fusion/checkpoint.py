@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
+from cmamba.errors import CheckpointError
 from cmamba.fusion.config import FusionConfig
 from cmamba.fusion.model import FusionModel, build_model
-from cmamba.io import atomic_path, atomic_write, tool_versions
+from cmamba.io import atomic_path, atomic_write, json_text, tool_versions
 
 WEIGHTS, META = "model.safetensors", "model.json"
 
@@ -29,7 +30,7 @@ def save_checkpoint(directory: str | Path, model: FusionModel, schema: dict | No
         save_model(model, str(tmp))
     meta = {"format": "cmamba-checkpoint", "config": model.config.to_dict(), "schema": schema,
             "versions": tool_versions()}  # fmt: skip
-    atomic_write(directory / META, json.dumps({**meta, **extra}, indent=2))
+    atomic_write(directory / META, json_text({**meta, **extra}))
     return directory
 
 
@@ -39,9 +40,13 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     for name in (WEIGHTS, META):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory} is not a cmamba checkpoint: {name} is missing")
-    meta = json.loads((directory / META).read_text())
-    model = build_model(FusionConfig.from_dict(meta["config"]))
-    load_model(model, str(directory / WEIGHTS), device=str(device))
+    try:
+        meta = json.loads((directory / META).read_text())
+        model = build_model(FusionConfig.from_dict(meta["config"]))
+        load_model(model, str(directory / WEIGHTS), device=str(device))
+    except Exception as exc:  # safetensors raises its own error type; a hand-edited model.json a KeyError
+        raise CheckpointError(f"{directory} is a damaged or incomplete checkpoint ({type(exc).__name__}: {exc}); "
+                              "train again, or point at another run or checkpoint") from exc  # fmt: skip
     return model.to(device).eval(), meta
 
 

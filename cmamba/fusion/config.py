@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ class FusionConfig:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if self.num_classes is not None and (self.task == "regression") != (self.num_classes == 1):
             raise ValueError(f"num_classes={self.num_classes} does not fit task={self.task!r}")
+        if not (isinstance(self.dropout, int | float) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
 
     @property
     def resolved_dt_rank(self) -> int:
@@ -149,3 +152,11 @@ class TrainConfig:
             raise ValueError(f"dataset={self.dataset!r} is not one of {DATASETS}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if self.patience is not None and self.patience < 0:
+            raise ValueError(f"patience must be >= 0 (or none), got {self.patience}")
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")

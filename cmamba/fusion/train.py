@@ -30,12 +30,13 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from cmamba.errors import TrainingDivergedError
 from cmamba.fusion.batch import collate
 from cmamba.fusion.checkpoint import check_schema, load_checkpoint, save_checkpoint
 from cmamba.fusion.config import DEFAULT_SEEDS, FusionConfig, TrainConfig
 from cmamba.fusion.metrics import compute_metrics
 from cmamba.fusion.model import FusionModel, build_model
-from cmamba.io import tool_versions
+from cmamba.io import json_text, tool_versions
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -55,7 +56,12 @@ def sentiment_classes(labels: torch.Tensor) -> torch.Tensor:
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    count = torch.cuda.device_count() if device.type == "cuda" and torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise ValueError(f"device {name!r} is not available: this machine has {count} CUDA device(s); use "
+                         'device = "auto" (a GPU when there is one) or "cpu"')  # fmt: skip
+    return device
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -95,6 +101,8 @@ def drop_elements(batch: dict, names: list[str], missing_rate: float, generator:
 def predict(model: FusionModel, dataset: Dataset, batch_size: int = 256, device: str = "auto",
             missing_rate: float = 0.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(outputs, labels) over ``dataset``; ``missing_rate`` applies the Table 12 element-wise drop."""
+    if not 0.0 <= missing_rate <= 1.0:  # also refuses NaN
+        raise ValueError(f"missing_rate must lie in [0, 1], got {missing_rate}")
     dev = _device(device)
     model = model.to(dev).eval()
     generator = torch.Generator().manual_seed(seed)
@@ -125,7 +133,7 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    (run_dir / "metrics.json").write_text(json.dumps(rows, indent=1))
+    (run_dir / "metrics.json").write_text(json_text(rows, indent=1))
     fields = list(dict.fromkeys(k for row in rows for k in row))
     with open(run_dir / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
@@ -176,9 +184,11 @@ def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Data
             with _autocast(device, train_config.amp):
                 loss = _loss(model, net(batch), batch["labels"])
             if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the training loss became {float(loss.detach())} in epoch {epoch}; stopping. The best "
-                    f"checkpoint so far (epoch {best_epoch}) is in {run_dir / 'best'}"
+                kept = (f"the best checkpoint so far (epoch {best_epoch}) is in {run_dir / 'best'}" if best_epoch
+                        else "no checkpoint was saved")  # fmt: skip
+                raise TrainingDivergedError(
+                    f"the training loss became {float(loss.detach())} in epoch {epoch}; stopping ({kept}). Check "
+                    "the labels and features for NaN or infinite values, or lower the learning rate (train.lr)"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -207,7 +217,7 @@ def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Data
     if test_set is not None:
         result["test"] = evaluate(best, test_set, train_config.dataset, device=str(device))
     if rank == 0:
-        (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+        (run_dir / "result.json").write_text(json_text(result))
     if distributed:
         dist.barrier()
     return result
@@ -245,5 +255,5 @@ def train_seeds(model_config: FusionConfig, train_config: TrainConfig, train_set
     if test_set is not None:
         summary["test"] = summarize(results, "test")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / "summary.json").write_text(json_text(summary))
     return summary

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cmamba.constants import MODALITIES
+from cmamba.errors import TranscriptError
 from cmamba.extractors import validate_sequence
 from cmamba.extractors.align import align
 from cmamba.extractors.base import FeatureSequence, Frames, InputSpec, Samples, Words
@@ -112,7 +113,8 @@ def _frames(clip: _Clip, spec: InputSpec, config: ExtractionConfig, text: str | 
         return _Input(absent="no video stream")
     # validated against the video stream, not the container: a clip's sound may run longer
     data = decode_input(clip.path, spec, clip.start, clip.end)
-    return _Input(data, stream_duration=clip.media.video_duration or None)
+    # a still frame (cover art beside a sound track) is one row at t = 0, whatever the clip's length
+    return _Input(data, stream_duration=0.0 if clip.media.still_image else clip.media.video_duration or None)
 
 
 def _samples(clip: _Clip, spec: InputSpec, config: ExtractionConfig, text: str | None) -> _Input:
@@ -135,6 +137,8 @@ def _transcript(clip: _Clip, config: ExtractionConfig, text: str | None) -> Tran
     def recognise() -> list:  # block by block: memory does not grow with the clip's length
         return asr_lib.transcribe_range(path, clip.start, clip.end, config.asr)
 
+    if text is not None and not text.strip():
+        return "the label text of this clip is empty"
     if text is not None:
         transcript = transcript_from_text(text)
     elif (sidecar := find_transcript(path)) is not None:
@@ -161,7 +165,10 @@ def _transcript(clip: _Clip, config: ExtractionConfig, text: str | None) -> Tran
     # the voiced region times untimed words and ASR words without duration; timed words need no audio
     needs_audio = media.has_audio and (transcript.times is None or transcript.timing == "asr")
     samples = read_audio(path, ASR_RATE, clip.start, clip.end) if needs_audio else None
-    return time_words(transcript, samples, ASR_RATE, media.duration, asr_words)
+    try:
+        return time_words(transcript, samples, ASR_RATE, media.duration, asr_words)
+    except TranscriptError as exc:  # name the clip: the words may come from a label file, not a sidecar
+        raise TranscriptError(exc.path or path, exc.reason) from exc
 
 
 def _words(clip: _Clip, spec: InputSpec, config: ExtractionConfig, text: str | None) -> _Input:

@@ -6,6 +6,7 @@ dataclasses over the extractors' configs: importing this module loads no media, 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,7 @@ class ExtractionConfig:
     def __post_init__(self):
         if self.align not in ALIGN_MODES:
             raise ValueError(f"align={self.align!r} is not one of {ALIGN_MODES}")
-        if self.clock_rate <= 0:
+        if not (math.isfinite(self.clock_rate) and self.clock_rate > 0):
             raise ValueError(f"clock_rate must be positive, got {self.clock_rate}")
         unknown = set(self.modalities) - set(MODALITIES)
         if unknown or not self.modalities:

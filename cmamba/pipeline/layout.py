@@ -14,12 +14,17 @@ error: it becomes that clip's error record and the run goes on.
 from __future__ import annotations
 
 import csv
+import glob
+import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cmamba.constants import CLIP_ID_SEPARATOR, SPLITS
 from cmamba.errors import LayoutError
+
+log = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("label", "label_T", "label_A", "label_V")
 BENCHMARK_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
@@ -79,7 +84,14 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
             missing = [c for c in required if c not in columns]
             if missing:
                 raise LayoutError(f"{path}: missing columns {missing}; it has {columns}")
-            return list(reader)
+            rows = []
+            for row in reader:  # DictReader fills a short row with None and keeps a long row's extras under None
+                if None in row or None in row.values():
+                    cells = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
+                    raise LayoutError(f"{path}:{reader.line_num}: {cells} cells where the header has "
+                                      f"{len(columns)} ({', '.join(columns)}); fix or remove the row")  # fmt: skip
+                rows.append(row)
+            return rows
     except UnicodeDecodeError as exc:
         raise LayoutError(f"{path}: not UTF-8 text ({exc}); re-save it as UTF-8") from None
 
@@ -87,7 +99,9 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
 def _find_media(folder: Path, stem: str) -> Path | None:
     if not folder.is_dir():
         return None
-    matches = sorted(p for p in folder.glob(f"{stem}.*") if p.suffix.lower() in MEDIA_SUFFIXES and p.stem == stem)
+    matches = sorted(
+        p for p in folder.glob(f"{glob.escape(stem)}.*") if p.suffix.lower() in MEDIA_SUFFIXES and p.stem == stem
+    )
     return matches[0] if matches else None
 
 
@@ -119,12 +133,28 @@ def benchmark_clips(corpus_dir: str | Path) -> list[ClipSpec]:
     return clips
 
 
+def media_files(root: Path) -> list[Path]:
+    """Every file under ``root`` with a media suffix, sorted. Symlinked folders are followed (a folder reached
+    twice, as through a symlink loop, is walked once); a symlink to nothing is listed too, so that extraction
+    records it as a clip that cannot be read instead of skipping it silently."""
+    found, seen = [], set()
+    for folder, dirs, names in os.walk(root, followlinks=True, onerror=lambda exc: log.warning("skipped: %s", exc)):
+        stat = os.stat(folder)
+        if (stat.st_dev, stat.st_ino) in seen:
+            log.warning("%s: already walked (a symlink loop?); skipped", folder)
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        found += [Path(folder, n) for n in names if Path(n).suffix.lower() in MEDIA_SUFFIXES]
+    return sorted(found)
+
+
 def folder_clips(folder: str | Path) -> list[ClipSpec]:
     """Every media file under ``folder`` (recursive, sorted), labelled from ``folder/labels.csv`` when present."""
     root = Path(folder)
     if not root.is_dir():
         raise LayoutError(f"{root}: not a folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+    files = media_files(root)
     ids = {}
     for path in files:
         clip_id = path.relative_to(root).with_suffix("").as_posix()

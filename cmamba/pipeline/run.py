@@ -19,6 +19,7 @@ import os
 import resource
 import sys
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,15 +32,15 @@ from distributed import WorkerPlugin
 from tqdm import tqdm
 
 from cmamba.constants import CLIP_ID_SEPARATOR, MODALITIES
-from cmamba.errors import CacheError
+from cmamba.errors import CacheError, ModelNotFoundError, SchedulerError
 from cmamba.extractors.decode import probe
 from cmamba.extractors.transcripts import find_transcript
 from cmamba.extractors.transcripts.asr import asr_status, describe_asr
 from cmamba.io import sha256_file, write_json_atomic
 from cmamba.pipeline.cache.parts import load_part, part_key, part_path, save_part
 from cmamba.pipeline.cache.schema import modality_columns
-from cmamba.pipeline.cache.store import cache_lock, shard_file, write_manifest, write_shard
-from cmamba.pipeline.clip import ClipError, extract_modality, join_clip
+from cmamba.pipeline.cache.store import cache_lock, claim_cache, shard_file, write_manifest, write_shard
+from cmamba.pipeline.clip import ClipError, ModalityResult, extract_modality, join_clip
 from cmamba.pipeline.config import ExtractionConfig, SegmentConfig
 from cmamba.pipeline.layout import LABEL_COLUMNS, ClipSpec
 from cmamba.pipeline.segment import cache_key_fields as segment_key_fields
@@ -103,11 +104,25 @@ def modality_task(spec: ClipSpec, modality: str, config: ExtractionConfig, part:
     return {"clip_id": clip_id, "modality": modality, "error": error}
 
 
+def _load_or_extract(spec: ClipSpec, modality: str, part: Path, config: ExtractionConfig) -> ModalityResult:
+    """The cached result in ``part``; a part that cannot be read (truncated by a crash or a full disk, damaged on
+    disk) is discarded and extracted again, so a damaged cache heals instead of failing the clip on every run."""
+    try:
+        return load_part(part)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("%s: unreadable part %s (%s): extracting %s again", spec.clip_id, part, exc, modality)
+        part.unlink(missing_ok=True)
+        result = extract_modality(spec.path, modality, config, spec.text, spec.start, spec.end)
+        if result.error is None:
+            save_part(part, result)
+        return result
+
+
 def _clip_row(job: dict, config: ExtractionConfig) -> tuple[dict | None, list[ClipError]]:
     """(row, errors) of one clip: its cached parts joined and validated, at native rates."""
     spec: ClipSpec = job["spec"]
     duration = probe(spec.path).duration if spec.start is None else spec.end - spec.start
-    results = [load_part(Path(p)) for p in job["parts"].values()]
+    results = [_load_or_extract(spec, m, Path(p), config) for m, p in job["parts"].items()]
     clip = join_clip(spec.clip_id, spec.path, duration, results, config, align_output=False)
     if not clip.ok:
         return None, clip.errors
@@ -152,7 +167,7 @@ def shard_task(jobs: list[dict], dims: dict[str, int], path: str, config: Extrac
         if not problems:
             try:
                 row, clip_errors = _clip_row(job, config)
-            except Exception as exc:  # e.g. a damaged part file: reported; the next run re-extracts it
+            except Exception as exc:  # a bug or an unwritable cache: reported, the other clips go on
                 row, clip_errors = None, [ClipError("join", f"{type(exc).__name__}: {exc}")]
             problems = [[e.stage, e.reason] for e in clip_errors]
             if row is not None:
@@ -163,22 +178,40 @@ def shard_task(jobs: list[dict], dims: dict[str, int], path: str, config: Extrac
     return errors
 
 
-def _digests(cache: Path, clips: list[ClipSpec]) -> dict[str, str | None]:
-    """Content digests of the clips' media; an index keyed by path, size and mtime avoids re-hashing on re-runs."""
+def _digests(cache: Path, clips: list[ClipSpec], rehash: bool = False) -> tuple[dict[str, str | None], dict[str, list]]:
+    """Content digests of the clips' media. An index keyed by path, size, mtime, inode and ctime avoids re-hashing
+    on re-runs: a file replaced by another (even with the same size and a restored mtime) has a new inode or
+    ctime and is hashed again. ``rehash`` ignores the index; an unreadable index is rebuilt. Returns the digests
+    (None for a clip whose file cannot be read) and, per such clip, its problem."""
     index_path = cache / "digests.json"
-    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-    digests = {}
+    try:
+        index = {} if rehash or not index_path.is_file() else json.loads(index_path.read_text())
+    except (ValueError, UnicodeDecodeError):  # truncated or garbled: rebuilt below, never blocks a run
+        log.warning("%s is unreadable: hashing every file again", index_path)
+        index = {}
+    index = index if isinstance(index, dict) else {}
+    digests, unreadable = {}, {}
     for spec in clips:
-        if spec.path is None or not Path(spec.path).is_file():
-            digests[spec.clip_id] = None
+        digests[spec.clip_id] = None
+        path = Path(spec.path) if spec.path is not None else None
+        if path is None or not path.is_file():
+            where = spec.path or "none"
+            why = f"{where} is a symlink to nothing (or a symlink loop)" if path and path.is_symlink() else (
+                f"media file not found for clip {spec.clip_id} ({where})")  # fmt: skip
+            unreadable[spec.clip_id] = [["open", why]]
             continue
-        stat, name = Path(spec.path).stat(), str(Path(spec.path).resolve())
-        known = index.get(name)
-        if not known or known[:2] != [stat.st_size, stat.st_mtime_ns]:
-            index[name] = known = [stat.st_size, stat.st_mtime_ns, sha256_file(Path(spec.path))]
-        digests[spec.clip_id] = known[2]
+        try:
+            stat, name = path.stat(), str(path.resolve())
+            stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
+            known = index.get(name)
+            if not isinstance(known, list) or len(known) != 5 or known[:4] != stamp:
+                index[name] = known = [*stamp, sha256_file(path)]
+        except OSError as exc:  # unreadable (permissions, I/O error): this clip's problem, not the run's
+            unreadable[spec.clip_id] = [["open", f"cannot read {path}: {exc.strerror or exc}"]]
+            continue
+        digests[spec.clip_id] = known[4]
     write_json_atomic(index_path, index)
-    return digests
+    return digests, unreadable
 
 
 def _peak_rss_mb() -> float:
@@ -200,7 +233,12 @@ def _dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
     from dask.distributed import Client, LocalCluster
 
     if scheduler is not None:
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except OSError as exc:  # refused, unresolvable or timed out: not a disk problem
+            raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); start it (`dask "
+                                 "scheduler`) or drop --scheduler to use local workers") from exc  # fmt: skip
+        with client:
             client.register_plugin(_PinThreads(), name="cmamba-pin-threads")
             yield client
         return
@@ -303,9 +341,7 @@ def _plan(
         digest = digests.get(spec.clip_id)
         job = {"spec": spec, "digest": digest, "parts": {}, "errors": list(problems.get(spec.clip_id, []))}
         if job["errors"]:
-            digest = None  # the recording could not be segmented: reported, not extracted
-        elif digest is None:
-            job["errors"].append(["open", f"media file not found for clip {spec.clip_id} ({spec.path or 'none'})"])
+            digest = None  # unreadable, or the recording could not be segmented: reported, not extracted
         if digest is not None:
             for m, key in _part_keys(spec, digest, config).items():
                 job["parts"][m] = str(part_path(cache, m, key))
@@ -325,12 +361,16 @@ def run_extraction(
     source: dict[str, Any] | None = None,
     progress: bool = True,
     segment: SegmentConfig | None = None,
+    overwrite: bool = False,
+    rehash: bool = False,
 ) -> RunSummary:
     """Extract ``clips`` into the cache folder ``out``; re-running skips finished work (see the module doc).
 
     workers: local worker processes (default: one per core; 0 runs one worker thread in this process);
     scheduler: the address of an existing Dask scheduler instead of a local cluster; segment: how long
-    recordings are cut into utterance clips (``cmamba.pipeline.segment``; None: every file is one clip).
+    recordings are cut into utterance clips (``cmamba.pipeline.segment``; None: every file is one clip);
+    overwrite: replace a cache of another kind or config in ``out`` (refused otherwise); rehash: hash every media
+    file again instead of trusting the index of unchanged files (size, mtime, inode, ctime).
     """
     segment = segment or SegmentConfig(mode="none")
     config = config or ExtractionConfig()
@@ -339,14 +379,15 @@ def run_extraction(
         raise ValueError(f"clips_per_shard must be >= 1, got {clips_per_shard}")
     try:
         with cache_lock(cache):
+            claim_cache(cache, {"time_unit": "seconds", "config": config.to_dict()}, "this extraction", overwrite)
             for leftover in cache.rglob(".tmp-*"):  # a killed run's half-written files
                 leftover.unlink()
             dims, names, described = _preflight(config)
-            digests = _digests(cache, clips)
+            digests, unreadable = _digests(cache, clips, rehash)
             with _dask_client(workers, scheduler) as client:
                 clips, problems, recordings = _segment_recordings(client, cache, clips, digests, segment,
                                                                   config.use_asr, progress)  # fmt: skip
-                jobs, todo = _plan(cache, clips, config, digests, problems)
+                jobs, todo = _plan(cache, clips, config, digests, {**unreadable, **problems})
                 statuses = _run_modalities(client, todo, config, len(jobs), progress)
                 peaks = client.run(_peak_rss_mb)
                 errors, shard_paths = _write_shards(client, list(jobs.values()), statuses, dims, cache, config,
@@ -363,6 +404,8 @@ def run_extraction(
                 "clips_per_shard": clips_per_shard,
                 "segment": {"config": dataclasses.asdict(segment), "recordings": recordings},
             })  # fmt: skip
+    except ModelNotFoundError:  # a FileNotFoundError, but not about the cache: its own message says what to install
+        raise
     except OSError as exc:  # full disk, read-only or unwritable output: parts and shards are written atomically
         raise CacheError(
             f"cannot write the cache {cache}: {exc}; what finished is kept and consistent — free space or fix "

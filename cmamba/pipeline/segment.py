@@ -196,7 +196,10 @@ def speech_runs(path: Path, duration: float, config: SegmentConfig) -> tuple[np.
 
 def _runs_in(model: Any, path: Path, start: float, end: float, config: SegmentConfig) -> np.ndarray:
     """(R, 2) speech runs of [start, end) of the recording, in seconds of the recording."""
-    p = _speech_probability(model, read_audio(path, VAD_RATE, start=start, end=end))
+    samples = read_audio(path, VAD_RATE, start=start, end=end)
+    if samples is None or not len(samples):
+        return np.zeros((0, 2))
+    p = _speech_probability(model, samples)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], (p >= config.vad_threshold).astype(np.int8), [0]])))
     step = VAD_STEP / VAD_RATE
     return start + np.stack([edges[0::2] * step, edges[1::2] * step], 1) if len(edges) else np.zeros((0, 2))

@@ -14,6 +14,7 @@ import torch
 
 from cmamba.datasets.memory import FeatureDataset
 from cmamba.datasets.synthetic import CUE_FLIP_DIMS, cue_flip
+from cmamba.errors import TrainingDivergedError
 from cmamba.fusion.checkpoint import check_schema, load_checkpoint, save_checkpoint
 from cmamba.fusion.config import FusionConfig, TrainConfig
 from cmamba.fusion.model import build_model
@@ -82,8 +83,9 @@ def test_schema_mismatch_names_modality_and_dims(tmp_path, splits):
 def test_nan_loss_stops_with_a_message(tmp_path, splits):
     train_set = splits[0]
     bad = FeatureDataset(train_set.features, np.full(len(train_set), np.nan))
-    with pytest.raises(FloatingPointError, match="training loss became nan in epoch 1"):
+    with pytest.raises(TrainingDivergedError, match=r"training loss became nan in epoch 1; stopping \(no checkpoint"):
         train(FusionConfig(**TINY), RECIPE, bad, splits[1], tmp_path)
+    assert not (tmp_path / "best").exists()
 
 
 def test_missing_rate_protocol(splits):

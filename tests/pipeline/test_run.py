@@ -23,7 +23,7 @@ import torch
 from cmamba.app.runs import open_run, train_cache
 from cmamba.datasets.media import distinct_copy
 from cmamba.datasets.shards import ShardDataset
-from cmamba.errors import CacheError
+from cmamba.errors import CacheError, OutputExistsError
 from cmamba.extractors.audio import AudioConfig
 from cmamba.extractors.opensmile import EGEMAPS_LLD_NAMES, OpenSmileConfig, OpenSmileEgemaps
 from cmamba.extractors.text import MINILM_SHA256
@@ -109,7 +109,10 @@ def test_changing_one_config_re_extracts_only_that_modality(cache, folder, tmp_p
     out = tmp_path / "copy"
     shutil.copytree(cache[0], out)
     config = replace(CONFIG, audio=AudioConfig(preset="sims33"))
-    summary = run_extraction(folder_clips(folder), out, config, workers=0, clips_per_shard=2, progress=False)
+    with pytest.raises(OutputExistsError, match="extracted with another config"):  # never replaced silently
+        run_extraction(folder_clips(folder), out, config, workers=0, clips_per_shard=2, progress=False)
+    summary = run_extraction(folder_clips(folder), out, config, workers=0, clips_per_shard=2, progress=False,
+                             overwrite=True)  # fmt: skip
     assert summary.extracted == 3 + 3 and summary.cached == 9 - 3  # the audio of the 3 readable clips + broken
     assert read_manifest(out)["dims"]["audio"] == 33
 

@@ -28,7 +28,7 @@ from cmamba.constants import ALIGN_MODES, CLIP_ID_SEPARATOR, MODALITIES, SPLITS
 from cmamba.datasets.mmsa.importer import MMSA_KEY, UNIMODAL
 from cmamba.errors import MMSAFormatError
 from cmamba.extractors.align import align
-from cmamba.io import atomic_path
+from cmamba.io import atomic_path, remove_stale_temporaries
 from cmamba.pipeline.cache.schema import iter_shard_rows, row_sequences
 from cmamba.pipeline.cache.store import read_manifest, shard_paths
 
@@ -120,6 +120,7 @@ class _Numpy1Pickler(pickle._Pickler):
 
 
 def _write(payload: dict[str, Any], out_pkl: str | Path) -> None:
+    remove_stale_temporaries(out_pkl)  # what a killed export of the same file left
     with atomic_path(out_pkl) as tmp, open(tmp, "wb") as handle:
         _Numpy1Pickler(handle, protocol=4).dump(payload)
 

@@ -36,7 +36,7 @@ from cmamba.errors import MMSAFormatError
 from cmamba.extractors.base import FeatureSequence
 from cmamba.io import sha256_file
 from cmamba.pipeline.cache.schema import modality_columns
-from cmamba.pipeline.cache.store import cache_lock, finish_cache
+from cmamba.pipeline.cache.store import cache_lock, claim_cache, finish_cache
 
 MMSA_KEY = {"text": "text", "audio": "audio", "video": "vision"}  # cmamba modality → MMSA key
 REQUIRED = ("id", "text", "audio", "vision", "regression_labels")
@@ -186,12 +186,15 @@ def _import_split(split: _Split) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return rows, summary
 
 
-def import_mmsa(pkl: str | Path, out_cache: str | Path, clips_per_shard: int = 1000) -> dict[str, Any]:
+def import_mmsa(
+    pkl: str | Path, out_cache: str | Path, clips_per_shard: int = 1000, overwrite: bool = False
+) -> dict[str, Any]:
     """Turn an MMSA feature pickle (aligned_50, unaligned_50, unaligned_39, SIMS v2 style) into a feature cache.
 
     Each clip becomes one row: ``clip_id`` the MMSA id, ``video_id`` its part before ``$_$``, its split, labels,
     ``text_raw``, tokens from ``text_bert`` and, per modality (``vision`` → ``video``), the first ``length`` rows
-    (T, D) with step-index timestamps. The pickle is read with ``safe_load_pickle``. Returns the manifest.
+    (T, D) with step-index timestamps. The pickle is read with ``safe_load_pickle``. Returns the manifest. A
+    cache of another kind or source in ``out_cache`` is refused unless ``overwrite``.
     """
     pkl, out_cache = Path(pkl), Path(out_cache)
     data = safe_load_pickle(pkl)
@@ -238,4 +241,5 @@ def import_mmsa(pkl: str | Path, out_cache: str | Path, clips_per_shard: int = 1
     }
     names = {m: list(_feature_names(m, dims[m])) for m in MODALITIES}
     with cache_lock(out_cache):
+        claim_cache(out_cache, {"time_unit": "step", "source": manifest["source"]}, f"the import of {pkl}", overwrite)
         return finish_cache(out_cache, rows, dims, names, [], manifest, clips_per_shard)

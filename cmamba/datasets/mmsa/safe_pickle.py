@@ -5,11 +5,14 @@ unpickler here resolves only the few numpy callables that rebuild arrays, dtypes
 numpy 1 ``numpy.core`` and numpy 2 ``numpy._core`` names) plus a latin-1-only ``_codecs.encode`` (protocol 2
 pickles write bytes through it). Dicts, lists, tuples, sets, strings, bytes and numbers need no import at all.
 After loading, object-dtype arrays (MMSA's ``id`` / ``raw_text``) are checked to hold only strings and numbers.
+An array is never larger than the file that holds its data: one declared larger is refused before allocation.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy._core import multiarray, numeric
 
-from cmamba.errors import UnsafePickleError
+from cmamba.errors import MMSAFormatError, UnsafePickleError
 
 
 def _latin1_encode(path: str | Path):
@@ -42,13 +45,30 @@ _NUMPY = {
 }
 
 
+def _bounded_reconstruct(path: str | Path, limit: int):
+    def reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray:
+        try:
+            declared = math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize
+        except (TypeError, ValueError) as exc:
+            raise UnsafePickleError(path, "numpy._reconstruct", f"it declares an array of shape {shape!r}") from exc
+        if declared > limit:
+            raise UnsafePickleError(path, "numpy._reconstruct", f"it declares a {declared:,}-byte array in a "
+                                    f"{limit:,}-byte file")  # fmt: skip
+        return multiarray._reconstruct(cls, shape, dtype)
+
+    return reconstruct
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file, path: str | Path):
         # latin1 lets numpy rebuild arrays pickled under Python 2 (their raw data arrives as str)
         super().__init__(file, encoding="latin1")
         self.path = path
+        self.limit = os.fstat(file.fileno()).st_size
 
     def find_class(self, module: str, name: str) -> Any:
+        if name == "_reconstruct" and (module, name) in _NUMPY:
+            return _bounded_reconstruct(self.path, self.limit)
         if (module, name) in _NUMPY:
             return _NUMPY[module, name]
         if (module, name) == ("_codecs", "encode"):
@@ -81,6 +101,14 @@ def _check_plain(obj: Any, path: str | Path) -> None:
 def safe_load_pickle(path: str | Path) -> Any:
     """Unpickle ``path`` allowing only numpy arrays / scalars and plain containers; raises UnsafePickleError."""
     with open(path, "rb") as handle:
-        obj = _Unpickler(handle, path).load()
+        try:
+            obj = _Unpickler(handle, path).load()
+        except MemoryError as exc:  # e.g. numpy.ndarray called with a huge shape
+            raise UnsafePickleError(path, "numpy.ndarray", "it asks for an array larger than memory") from exc
+        except UnsafePickleError:
+            raise
+        except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError) as exc:  # cut off or garbled
+            raise MMSAFormatError(f"{path} is not a complete pickle ({type(exc).__name__}: {exc or 'empty'}); "
+                                  "copy or download it again") from exc  # fmt: skip
     _check_plain(obj, path)
     return obj

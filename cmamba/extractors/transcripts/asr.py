@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from cmamba.extractors.base import shared_model
-from cmamba.extractors.decode import read_audio
 from cmamba.extractors.transcripts import Transcript, transcript_from_timed_words
 from cmamba.io import sha256_file
 
@@ -165,6 +164,8 @@ def transcribe_range(
     """The words of [start, end) seconds of the audio of ``path`` (``end=None``: to the end of the stream; times
     from ``start``), recognised block by block (``block_seconds`` each): every word once, in time order, memory
     bounded by one block. An empty list when the file has no audio."""
+    from cmamba.extractors.decode import read_audio  # PyAV: configs import this module and must stay light
+
     if block_seconds <= 2 * BLOCK_TAIL:
         raise ValueError(f"block_seconds must be longer than {2 * BLOCK_TAIL} s, got {block_seconds}")
     words: list[AsrWord] = []

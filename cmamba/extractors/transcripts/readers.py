@@ -177,6 +177,9 @@ def find_transcript(media_path: str | Path) -> Path | None:
     media = Path(media_path)
     for suffix in SIDECAR_SUFFIXES:
         for candidate in (media.with_suffix(suffix), media.with_suffix(suffix.upper())):
-            if candidate.is_file():
-                return candidate
+            try:
+                if candidate.is_file():
+                    return candidate
+            except OSError:  # e.g. a 255-byte media name whose .json sibling would be too long: no such sidecar
+                continue
     return None

@@ -49,12 +49,18 @@ META_COLUMNS = {
 }
 
 
+def _row_type(width: int) -> pa.DataType:
+    """Rows of ``width`` features; a modality the cache does not extract (width 0) keeps its columns, empty (Arrow
+    has no fixed-size list of size 0)."""
+    return pa.list_(pa.float32(), width) if width > 0 else pa.list_(pa.float32())
+
+
 def shard_schema(dims: Mapping[str, int]) -> pa.Schema:
     """The Arrow schema of a cache whose modality ``m`` has ``dims[m]`` features per row."""
     fields = [pa.field(name, kind) for name, kind in META_COLUMNS.items()]
     for m in MODALITIES:
         fields += [
-            pa.field(f"{m}_values", pa.list_(pa.list_(pa.float32(), int(dims.get(m, 0))))),
+            pa.field(f"{m}_values", pa.list_(_row_type(int(dims.get(m, 0))))),
             pa.field(f"{m}_timestamps", pa.list_(pa.float64())),
             pa.field(f"{m}_mask", pa.list_(pa.bool_())),
             pa.field(f"{m}_length", pa.int32()),

@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cmamba.errors import CacheError
+from cmamba.errors import CacheError, OutputExistsError
 from cmamba.io import tool_versions, write_json_atomic
 from cmamba.pipeline.cache.schema import SCHEMA_VERSION, rows_to_table, shard_schema, write_atomic
 
@@ -51,6 +51,33 @@ def cache_lock(cache: Path) -> Iterator[None]:
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def claim_cache(cache: Path, identity: Mapping[str, Any], what: str, overwrite: bool = False) -> None:
+    """Refuse to write ``what`` into a cache whose manifest differs from ``identity`` (the manifest entries that
+    decide its rows: an extraction's config, an import's source): it would be replaced silently. ``overwrite``
+    drops the old manifest, shards and errors table (content-addressed parts stay: they are keyed by config)."""
+    path = cache / MANIFEST
+    if not path.is_file():
+        return
+    identity = json.loads(json.dumps(identity))  # as the manifest stores it (tuples become lists)
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError:
+        manifest = {}
+    if isinstance(manifest, dict) and all(manifest.get(k) == v for k, v in identity.items()):
+        return  # the same kind of cache: a re-run continues it
+    if not overwrite:
+        source = manifest.get("source", {}) if isinstance(manifest, dict) else {}
+        held = "features imported from an MMSA pickle" if source.get("kind") == "mmsa-pickle" else (
+            "features extracted with another config" if isinstance(manifest, dict) and "config" in manifest
+            else "an unreadable manifest")  # fmt: skip
+        raise OutputExistsError(f"{cache} already holds {held}; writing {what} there would replace them: choose "
+                                "another --out, or pass --overwrite to replace that cache")  # fmt: skip
+    path.unlink()
+    (cache / ERRORS).unlink(missing_ok=True)
+    for shard in (cache / "shards").glob("*.parquet"):
+        shard.unlink()
 
 
 def shard_file(cache: Path, index: int) -> Path:
