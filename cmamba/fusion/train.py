@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -99,8 +100,10 @@ def drop_elements(batch: dict, names: list[str], missing_rate: float, generator:
 
 @torch.no_grad()
 def predict(model: FusionModel, dataset: Dataset, batch_size: int = 256, device: str = "auto",
-            missing_rate: float = 0.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """(outputs, labels) over ``dataset``; ``missing_rate`` applies the Table 12 element-wise drop."""
+            missing_rate: float = 0.0, seed: int = 0,
+            amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(outputs, labels) over ``dataset``; ``missing_rate`` applies the Table 12 element-wise drop; ``amp``: bf16
+    autocast on CUDA (as ``TrainConfig.amp`` for training; False keeps float32)."""
     if not 0.0 <= missing_rate <= 1.0:  # also refuses NaN
         raise ValueError(f"missing_rate must lie in [0, 1], got {missing_rate}")
     dev = _device(device)
@@ -109,16 +112,17 @@ def predict(model: FusionModel, dataset: Dataset, batch_size: int = 256, device:
     outs, labels = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         batch = drop_elements(batch, model.names, missing_rate, generator)
-        with _autocast(dev, True):
+        with _autocast(dev, amp):
             outs.append(model(_to_device(batch, dev)).float().cpu())
         labels.append(batch["labels"])
     return torch.cat(outs), torch.cat(labels)
 
 
 def evaluate(model: FusionModel, dataset: Dataset, dataset_name: str, batch_size: int = 256, device: str = "auto",
-             missing_rate: float = 0.0, seed: int = 0, mmsa_compat: bool = False) -> dict[str, float]:  # fmt: skip
-    """MMSA metrics of ``model`` on ``dataset`` plus its ``Loss`` (L1 or cross-entropy)."""
-    outs, labels = predict(model, dataset, batch_size, device, missing_rate, seed)
+             missing_rate: float = 0.0, seed: int = 0, mmsa_compat: bool = False,
+             amp: bool = True) -> dict[str, float]:  # fmt: skip
+    """MMSA metrics of ``model`` on ``dataset`` plus its ``Loss`` (L1 or cross-entropy); ``amp`` as ``predict``."""
+    outs, labels = predict(model, dataset, batch_size, device, missing_rate, seed, amp)
     task = model.config.task
     targets = sentiment_classes(labels) if task == "classification" else labels
     metrics = compute_metrics(outs, targets, dataset_name, task, mmsa_compat)
@@ -196,7 +200,7 @@ def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Data
             total += float(loss.detach()) * len(batch["labels"])
             count += len(batch["labels"])
         scheduler.step()
-        valid = evaluate(model, valid_set, train_config.dataset, device=str(device))
+        valid = evaluate(model, valid_set, train_config.dataset, device=str(device), amp=train_config.amp)
         row = {"epoch": epoch, "train_loss": round(total / count, 6), "lr": scheduler.get_last_lr()[0]}
         row.update(seconds=round(time.perf_counter() - start, 3), **{f"valid_{k}": v for k, v in valid.items()})
         rows.append(row)
@@ -212,10 +216,11 @@ def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Data
     if distributed:
         dist.barrier()
     best, _ = load_checkpoint(run_dir / "best", device)
-    result = {"best_epoch": best_epoch, "epochs_run": len(rows), "seed": train_config.seed,
-              "valid": evaluate(best, valid_set, train_config.dataset, device=str(device))}  # fmt: skip
+    scores = functools.partial(evaluate, best, dataset_name=train_config.dataset, device=str(device),
+                               amp=train_config.amp)  # fmt: skip
+    result = {"best_epoch": best_epoch, "epochs_run": len(rows), "seed": train_config.seed, "valid": scores(valid_set)}
     if test_set is not None:
-        result["test"] = evaluate(best, test_set, train_config.dataset, device=str(device))
+        result["test"] = scores(test_set)
     if rank == 0:
         (run_dir / "result.json").write_text(json_text(result))
     if distributed:

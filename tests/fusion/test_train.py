@@ -127,3 +127,17 @@ def test_ddp_on_gloo_with_two_processes(tmp_path):
     assert config["world_size"] == 2
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert np.isfinite(result["valid"]["MAE"])
+
+
+def test_evaluation_follows_the_amp_setting(tmp_path, splits, monkeypatch):
+    """bf16 autocast on CUDA only when the recipe asks for it: predict used to enable it for every evaluation."""
+    import dataclasses
+
+    from cmamba.fusion import train as train_module
+
+    seen, real = [], train_module._autocast
+    monkeypatch.setattr(
+        train_module, "_autocast", lambda device, enabled: seen.append(enabled) or real(device, enabled)
+    )
+    train(FusionConfig(**TINY), dataclasses.replace(RECIPE, amp=False, epochs=1), *splits[:2], tmp_path)
+    assert seen and not any(seen)
