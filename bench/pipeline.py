@@ -22,16 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from benchutil import machine
 from torch.utils.data import DataLoader
 
 from cmamba.datasets.media import distinct_copy, mux_clip
 from cmamba.datasets.shards import ShardDataset
-from cmamba.extractors.base import FeatureSequence
+from cmamba.datasets.synthetic import synthetic_cache
 from cmamba.fusion.batch import collate
-from cmamba.pipeline.cache.schema import modality_columns
-from cmamba.pipeline.cache.store import finish_cache
 from cmamba.pipeline.config import ExtractionConfig
 from cmamba.pipeline.layout import folder_clips
 from cmamba.pipeline.run import run_extraction
@@ -74,26 +71,10 @@ def bench_extraction(folder: Path, media_seconds: float, repeats: int, root: Pat
     return rows
 
 
-def synthetic_cache(out: Path, clips: int) -> None:
-    rng = np.random.default_rng(0)
-    shapes = {"text": (50, 384), "audio": (400, 47), "video": (40, 58)}
-    rows = []
-    for i in range(clips):
-        row = {"clip_id": f"c{i:05d}", "split": "train", "label": float(rng.uniform(-3, 3)), "duration": 4.0}
-        for m, (T, F) in shapes.items():
-            values = rng.standard_normal((T, F)).astype(np.float32)
-            seq = FeatureSequence(values, np.arange(T) * 4.0 / T, np.ones(T, bool), ())
-            row.update(modality_columns(m, seq, None))
-        row["word_start"], row["word_end"] = np.arange(50) * 0.08, np.arange(50) * 0.08 + 0.07
-        rows.append(row)
-    names = {m: [f"{m}_{j}" for j in range(F)] for m, (_, F) in shapes.items()}
-    finish_cache(out, rows, {m: F for m, (_, F) in shapes.items()}, names, [], {"time_unit": "seconds"})
-
-
 def bench_reader(root: Path, clips: int) -> list[dict]:
     """Each measurement starts from a fresh dataset, so row-group decoding is always included."""
     out = root / "synthetic"
-    synthetic_cache(out, clips)
+    synthetic_cache(out, clips, vary=False)
     results = []
     for align in ("native", "clock"):
         dataset = ShardDataset(out, align=align)

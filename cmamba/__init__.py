@@ -7,8 +7,8 @@ until a name is used)::
 
 Kernels: ``coupled_scan``, ``coupled_scan_ref``, ``coupled_step``. Model: ``FusionConfig``, ``build_model``,
 ``load_checkpoint``, ``TrainConfig``, ``train``, ``train_seeds``, ``evaluate``, ``predict``, ``compute_metrics``.
-Features: ``ExtractionConfig``, ``extract_clip``, ``run_extraction``. Data: ``ShardDataset``, ``collate``,
-``import_mmsa``, ``export_mmsa``.
+Features: ``ExtractionConfig``, ``extract_clip``, ``run_extraction``. Data: ``ShardDataset``, ``training_view``,
+``collate``, ``import_mmsa``, ``export_mmsa``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ _HOMES = {
     "extract_clip": "cmamba.pipeline.clip",
     "run_extraction": "cmamba.pipeline.run",
     "ShardDataset": "cmamba.datasets.shards",
+    "training_view": "cmamba.datasets.view",
     "import_mmsa": "cmamba.datasets.mmsa",
     "export_mmsa": "cmamba.datasets.mmsa",
 }
@@ -60,11 +61,13 @@ __all__ = [
     "run_extraction",
     "train",
     "train_seeds",
+    "training_view",
 ]
 
 if TYPE_CHECKING:
     from cmamba.datasets.mmsa import export_mmsa, import_mmsa
     from cmamba.datasets.shards import ShardDataset
+    from cmamba.datasets.view import training_view
     from cmamba.fusion.batch import collate
     from cmamba.fusion.checkpoint import load_checkpoint
     from cmamba.fusion.config import FusionConfig, TrainConfig

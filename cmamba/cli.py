@@ -123,7 +123,8 @@ def _train(args: argparse.Namespace) -> int:
 
     config = _config(args, TRAIN_FLAGS)
     summary = train_cache(args.cache, args.out, config.model_overrides(), config.train_config(), config.seeds,
-                          align=args.align, overwrite=args.overwrite, settings=config.to_dict())  # fmt: skip
+                          align=args.align, overwrite=args.overwrite, settings=config.to_dict(),
+                          view=args.view)  # fmt: skip
     split = "test" if "test" in summary else "valid"
     metrics = ", ".join(f"{k} {v['mean']:.4f}±{v['std']:.4f}" for k, v in summary[split].items())
     print(f"{len(summary['seeds'])} seed(s) in {args.out}; {split}: {metrics}")
@@ -299,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=DATASETS, help="metric conventions")
     p.add_argument("--align", choices=ALIGN_MODES, help="default: the cache's")
     p.add_argument("--overwrite", action="store_true", help="delete the training run already in --out first")
+    no_view = "stream the shards instead of building a memory-mapped training view in CACHE/views/"
+    p.add_argument("--no-view", dest="view", action="store_false", help=no_view)
 
     p = _command(commands, "evaluate", _evaluate, "MMSA metrics of a trained run on a cache split",
                  "cmamba evaluate runs/mosi cache/mosi --missing-rate 0.3")  # fmt: skip

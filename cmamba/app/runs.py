@@ -26,15 +26,20 @@ from cmamba.fusion.model import FusionModel
 from cmamba.fusion.train import evaluate, train_seeds
 
 
-def _splits(cache: str | Path, align: str | None, label: str = "label") -> dict[str, Any]:
+def _splits(cache: str | Path, align: str | None, label: str = "label", view: bool = True) -> dict[str, Any]:
+    """The splits with clips, as training views (built on first use, memory-mapped) or, with ``view=False``,
+    streamed from the shards."""
     from cmamba.datasets.shards import ShardDataset
+    from cmamba.datasets.view import training_view
 
     by_split = read_split_counts(cache)
     missing = [s for s in SPLITS[:2] if not by_split.get(s)]
     if missing:
         raise ValueError(f"{cache} has no clips in split(s) {missing} (it has {by_split}); label the splits first")
-    sets = {s: ShardDataset(cache, split=s, align=align, label=label) for s in SPLITS}
-    return {s: d for s, d in sets.items() if len(d)}
+    present = [s for s in SPLITS if by_split.get(s)]
+    if view:
+        return {s: training_view(cache, split=s, align=align, label=label) for s in present}
+    return {s: ShardDataset(cache, split=s, align=align, label=label) for s in present}
 
 
 def read_split_counts(cache: str | Path) -> dict[str, int]:
@@ -53,14 +58,16 @@ def train_cache(
     align: str | None = None,
     overwrite: bool = False,
     settings: Mapping[str, Any] | None = None,
+    view: bool = True,
 ) -> dict[str, Any]:
     """Train one model per seed on the cache's splits into ``out/seed-<seed>``; returns ``out/summary.json``.
 
     model: FusionConfig fields other than ``modalities`` (taken from the cache); train: the recipe. A run folder
     belongs to one training: a non-empty ``out`` is refused unless ``overwrite`` (which empties it first).
-    settings: the resolved config to save as ``out/cmamba-config.json``.
+    settings: the resolved config to save as ``out/cmamba-config.json``; view: read the splits through training
+    views (``cmamba.datasets.view``: built once, then memory speed) instead of streaming the shards.
     """
-    sets = _splits(cache, align)
+    sets = _splits(cache, align, view=view)
     model_config = FusionConfig(modalities=sets["train"].dims(), **dict(model or {}))
     out = Path(out)
     claim_run_folder(out, overwrite)

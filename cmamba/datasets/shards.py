@@ -105,17 +105,21 @@ class ShardDataset(Dataset):
     def __len__(self) -> int:
         return len(self.locations)
 
-    def _group(self, f: int, g: int) -> dict:
-        key = (f, g)
-        if key in self._groups:
-            self._groups.move_to_end(key)
-            return self._groups[key]
+    def decode_group(self, f: int, g: int) -> dict:
+        """Row group ``g`` of shard ``f``, decoded (no caching; safe to call from several threads)."""
         scalars = [f"{m}_present" for m in self.names] + ["duration"]
         lists = [f"{m}_{c}" for m in self.names for c in ("values", "timestamps", "mask")] + ["word_start", "word_end"]
         table = pq.ParquetFile(self.files[f]).read_row_group(g, columns=lists + scalars)
         decoded = {c: _lists(table[c]) for c in lists}
         decoded.update({c: table[c].to_numpy(zero_copy_only=False) for c in scalars})
-        self._groups[key] = decoded
+        return decoded
+
+    def _group(self, f: int, g: int) -> dict:
+        key = (f, g)
+        if key in self._groups:
+            self._groups.move_to_end(key)
+            return self._groups[key]
+        decoded = self._groups[key] = self.decode_group(f, g)
         if len(self._groups) > self._cache_groups:
             self._groups.popitem(last=False)
         return decoded

@@ -21,6 +21,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,14 @@ def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Data
         sampler = train_set.sampler(generator)
     loader = DataLoader(train_set, batch_size=train_config.batch_size, shuffle=sampler is None, sampler=sampler,
                         collate_fn=collate, generator=generator)  # fmt: skip
+
+    def batches(epoch: int) -> Iterator[dict]:
+        if hasattr(train_set, "loader"):  # a training view gathers whole batches from memory-mapped arrays
+            world = dist.get_world_size() if distributed else 1
+            return train_set.loader(train_config.batch_size, shuffle=True, seed=train_config.seed * 100_003 + epoch,
+                                    rank=rank, world_size=world)  # fmt: skip
+        return iter(loader)
+
     optimizer = torch.optim.Adam(_param_groups(model, train_config.weight_decay), lr=train_config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, train_config.lr_step, train_config.lr_gamma)
     best_loss, best_epoch, rows = math.inf, 0, []
@@ -183,7 +192,7 @@ def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Data
             sampler.set_epoch(epoch)
         net.train()
         start, total, count = time.perf_counter(), 0.0, 0
-        for batch in loader:
+        for batch in batches(epoch):
             batch = _to_device(batch, device)
             with _autocast(device, train_config.amp):
                 loss = _loss(model, net(batch), batch["labels"])

@@ -1,0 +1,236 @@
+"""A training view of a cache: one (split, alignment, clock rate, max_len, label) materialised once into
+memory-mapped arrays, so later epochs and later runs read at memory speed instead of decoding Parquet.
+
+``training_view(cache, split="train", align="native", max_len=None, label="label")`` builds the view the first
+time (streaming ``ShardDataset``'s samples, so its values are exactly the reader's) into
+``cache/views/<key>/`` and maps it afterwards:
+
+    <modality>.f32          the rows of every sample, concatenated (rows, dim) float32, read with ``np.memmap``
+    <modality>_offsets.npy  (N + 1,) int64: sample i owns rows [offsets[i], offsets[i + 1])
+    present.npy             (N, M) bool;  labels.npy (N,) float32;  ids.json
+    view.json               the key's fields, shapes and sizes; written last, so a view without it (or whose
+                            files do not match it) is incomplete and is built again, never read
+
+The key hashes the cache's manifest file and the view's parameters: a re-extracted or re-imported cache (a new
+manifest) never serves a stale view. ``view.loader(batch_size, shuffle, seed)`` gathers each batch with one
+vectorised index per modality (no per-sample Python work) into the dict ``collate`` makes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cmamba.errors import CacheError
+from cmamba.io import atomic_path, sha256_file, write_json_atomic
+from cmamba.pipeline.cache.store import MANIFEST
+
+VIEW_VERSION = 1  # bump when the layout changes: old views are then rebuilt
+
+
+def view_key(cache: Path, params: Mapping[str, Any]) -> str:
+    """The view's folder name: the manifest's content and the parameters that decide the samples."""
+    text = json.dumps({"manifest": sha256_file(cache / MANIFEST), "version": VIEW_VERSION, **params}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class TrainingView(Dataset):
+    """The mapped arrays of one view; items have ``ShardDataset``'s layout, ``batch`` / ``loader`` gather whole
+    batches. Build it with ``training_view``."""
+
+    def __init__(self, directory: Path, meta: dict[str, Any], source: Any):
+        self.directory, self.meta, self.names = directory, meta, list(meta["names"])
+        self.values = {m: _rows(directory / f"{m}.f32", meta["rows"][m], meta["dims"][m]) for m in self.names}
+        self.offsets = {m: np.load(directory / f"{m}_offsets.npy") for m in self.names}
+        self.present = np.load(directory / "present.npy")
+        self.labels = np.load(directory / "labels.npy")
+        self.ids = json.loads((directory / "ids.json").read_text())
+        self._source = source  # the ShardDataset it was built from: schema, dims and alignment for `train`
+        self.align, self.clock_rate = source.align, source.clock_rate
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        features = {m: np.array(self.values[m][self.offsets[m][i] : self.offsets[m][i + 1]]) for m in self.names}
+        present = {m: bool(self.present[i, k]) for k, m in enumerate(self.names)}
+        return {"features": features, "present": present, "label": float(self.labels[i]), "id": self.ids[i]}
+
+    def dims(self) -> dict[str, int]:
+        return dict(self.meta["dims"])
+
+    def schema(self) -> dict:
+        return self._source.schema()
+
+    def batch(self, indices: np.ndarray) -> dict:
+        """The samples ``indices`` as one batch in ``collate``'s layout (right padding), gathered per modality with
+        one vectorised index into the mapped rows."""
+        indices = np.asarray(indices, dtype=np.int64)
+        out: dict = {"lengths": {}, "present": {}}
+        for k, m in enumerate(self.names):
+            starts, ends = self.offsets[m][indices], self.offsets[m][indices + 1]
+            lengths = ends - starts
+            width = max(1, int(lengths.max(initial=0)))
+            total = int(lengths.sum())
+            position = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # row within its sample
+            rows = np.repeat(starts, lengths) + position  # (total,) the rows to read, sample after sample
+            if total == len(indices) * width:  # every sample full length (aligned data): one gather, no padding
+                padded = self.values[m][rows].reshape(len(indices), width, -1)
+            else:
+                padded = np.zeros((len(indices), width, self.meta["dims"][m]), np.float32)
+                padded[np.repeat(np.arange(len(indices)), lengths), position] = self.values[m][rows]
+            out[m] = torch.from_numpy(padded)
+            out["lengths"][m] = torch.from_numpy(lengths)
+            out["present"][m] = torch.from_numpy(self.present[indices, k].copy())
+        out["labels"] = torch.from_numpy(self.labels[indices].copy())
+        out["ids"] = [self.ids[i] for i in indices]
+        return out
+
+    def loader(self, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+               rank: int = 0, world_size: int = 1, workers: int = 0) -> Iterator[dict]:  # fmt: skip
+        """Batches of one epoch: each index exactly once, in a seeded shuffle (``seed``: pass the epoch's), split
+        across ``world_size`` ranks as ``DistributedSampler`` does (padded by repeating the first indices).
+        ``workers`` threads gather the next batches ahead (numpy releases the GIL while it copies; processes would
+        have to ship every batch through a pipe)."""
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)).numpy() if shuffle else (
+            np.arange(len(self)))  # fmt: skip
+        if world_size > 1:
+            per_rank = -(-len(order) // world_size)
+            order = np.resize(order, per_rank * world_size)[rank::world_size]
+        stop = len(order) - len(order) % batch_size if drop_last else len(order)
+        chunks = [order[start : start + batch_size] for start in range(0, stop, batch_size)]
+        if workers <= 0:
+            yield from (self.batch(chunk) for chunk in chunks)
+            return
+        with ThreadPoolExecutor(workers) as pool:  # at most workers + 1 batches in memory
+            pending = deque(pool.submit(self.batch, chunk) for chunk in chunks[: workers + 1])
+            for chunk in chunks[workers + 1 :]:
+                yield pending.popleft().result()
+                pending.append(pool.submit(self.batch, chunk))
+            while pending:
+                yield pending.popleft().result()
+
+
+def _rows(path: Path, rows: int, dim: int) -> np.ndarray:
+    if rows == 0:  # np.memmap refuses empty files
+        return np.zeros((0, dim), np.float32)
+    return np.memmap(path, dtype=np.float32, mode="r", shape=(rows, dim))
+
+
+def training_view(
+    cache: str | Path,
+    split: str | None = "train",
+    align: str | None = None,
+    max_len: int | Mapping[str, int] | None = None,
+    label: str = "label",
+    clock_rate: float | None = None,
+    modalities: tuple[str, ...] | None = None,
+) -> TrainingView:
+    """The training view of ``cache`` for these parameters (``ShardDataset``'s), built on first use (module doc)."""
+    from cmamba.datasets.shards import ShardDataset
+
+    cache = Path(cache)
+    source = ShardDataset(cache, split=split, align=align, modalities=modalities, max_len=max_len, label=label,
+                          clock_rate=clock_rate)  # fmt: skip
+    params = {"split": split, "align": source.align, "clock_rate": source.clock_rate, "label": label,
+              "max_len": source.max_len, "names": source.names}  # fmt: skip
+    directory = cache / "views" / view_key(cache, params)
+    meta = _complete(directory)
+    if meta is None:
+        try:
+            meta = _build(source, directory, params)
+        except OSError as exc:  # a full disk or a read-only cache: say how big the view is and how to do without
+            shutil.rmtree(directory, ignore_errors=True)
+            shards = sum((cache / s).stat().st_size for s in source.manifest["shards"])
+            share = len(source) / max(1, source.manifest["counts"]["clips"])
+            raise CacheError(f"cannot write the training view {directory} (about {shards * share / 2**20:,.0f} MB "
+                             f"of float32 features): {exc}; free space, or train with --no-view to stream the "
+                             "shards instead") from exc  # fmt: skip
+    return TrainingView(directory, meta, source)
+
+
+def _complete(directory: Path) -> dict | None:
+    """The view's metadata when every file is there with the size it records; None otherwise."""
+    try:
+        meta = json.loads((directory / "view.json").read_text())
+        sizes = {name: (directory / name).stat().st_size for name in meta["sizes"]}
+    except (OSError, ValueError, KeyError):
+        return None
+    return meta if sizes == meta["sizes"] else None
+
+
+def _copy_groups(source: Any, handles: dict, offsets: dict, present: np.ndarray) -> None:
+    """Native rows need no per-sample work: each row group's decoded rows of the split are copied in one gather
+    per modality (what ``ShardDataset.__getitem__`` would slice, sample by sample)."""
+    locations = np.asarray(source.locations)  # (N, 3): file, row group, row; in storage order
+    starts = np.flatnonzero(np.any(np.diff(locations[:, :2], axis=0) != 0, axis=1)) + 1
+    blocks = np.split(np.arange(len(locations)), starts)
+    for block, group in zip(blocks, _decoded_ahead(source, [tuple(locations[b[0], :2]) for b in blocks]), strict=True):
+        rows = locations[block, 2]
+        for k, m in enumerate(source.names):
+            flags = np.asarray(group[f"{m}_present"], bool)[rows]
+            group_offsets, values = group[f"{m}_values"]
+            lengths = np.where(flags, group_offsets[rows + 1] - group_offsets[rows], 0)
+            first = np.repeat(group_offsets[rows], lengths)
+            taken = first + np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            handles[m].write(np.ascontiguousarray(values[taken], np.float32).tobytes())
+            offsets[m].extend((offsets[m][-1] + np.cumsum(lengths)).tolist())
+            present[block, k] = flags
+
+
+def _decoded_ahead(source: Any, groups: list[tuple[int, int]], threads: int = 2) -> Iterator[dict]:
+    """The row groups decoded in order, ``threads`` at a time (Parquet decoding releases the GIL)."""
+    with ThreadPoolExecutor(threads) as pool:
+        pending = deque(pool.submit(source.decode_group, int(f), int(g)) for f, g in groups[:threads])
+        for f, g in groups[threads:]:
+            yield pending.popleft().result()
+            pending.append(pool.submit(source.decode_group, int(f), int(g)))
+        while pending:
+            yield pending.popleft().result()
+
+
+def _build(source: Any, directory: Path, params: dict) -> dict:
+    """Stream ``source``'s samples into the view's files (memory: one row group of the cache at a time)."""
+    if directory.exists():
+        shutil.rmtree(directory)  # an incomplete or damaged earlier build
+    directory.mkdir(parents=True)
+    names, dims = source.names, source.dims()
+    offsets = {m: [0] for m in names}
+    present = np.zeros((len(source), len(names)), bool)
+    handles = {m: open(directory / f"{m}.f32", "wb") for m in names}
+    try:
+        if source.align == "native" and not source.max_len:  # stored rows as they are: copy row groups whole
+            _copy_groups(source, handles, offsets, present)
+        else:
+            for i in range(len(source)):  # storage order: the reader decodes each row group once
+                item = source[i]
+                for k, m in enumerate(names):
+                    x = np.ascontiguousarray(item["features"][m], np.float32)
+                    handles[m].write(x.tobytes())
+                    offsets[m].append(offsets[m][-1] + len(x))
+                    present[i, k] = item["present"][m]
+    finally:
+        for handle in handles.values():
+            handle.close()
+    for m in names:
+        np.save(directory / f"{m}_offsets.npy", np.asarray(offsets[m], np.int64))
+    np.save(directory / "present.npy", present)
+    np.save(directory / "labels.npy", source.labels)
+    with atomic_path(directory / "ids.json") as tmp:
+        tmp.write_text(json.dumps(source.ids))
+    files = [*(f"{m}.f32" for m in names), *(f"{m}_offsets.npy" for m in names), "present.npy", "labels.npy",
+             "ids.json"]  # fmt: skip
+    meta = {**params, "dims": dims, "rows": {m: offsets[m][-1] for m in names}, "count": len(source),
+            "sizes": {f: (directory / f).stat().st_size for f in files}}  # fmt: skip
+    write_json_atomic(directory / "view.json", meta)  # last: the view is complete
+    return meta

@@ -1,0 +1,127 @@
+"""Training views (issue #14): exactly ShardDataset's samples, from memory-mapped arrays, rebuilt when stale or
+damaged; batches gathered whole; every index once per epoch (also split across ranks); and the training
+mechanisms the views feed (early stopping, the learning-rate schedule, the no-decay parameter groups)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cmamba.datasets.shards import ShardDataset
+from cmamba.datasets.synthetic import synthetic_cache
+from cmamba.datasets.view import training_view
+from cmamba.fusion.batch import collate
+
+SHAPES = {"text": (12, 6), "audio": (40, 5), "video": (10, 4)}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """150 clips in shards of 100: several Parquet row groups (64 clips each) per shard, uneven lengths."""
+    return synthetic_cache(tmp_path_factory.mktemp("view") / "cache", 150, SHAPES, clips_per_shard=100)
+
+
+def same_sample(a: dict, b: dict) -> None:
+    assert a["id"] == b["id"] and a["present"] == b["present"]
+    assert a["label"] == b["label"] or (np.isnan(a["label"]) and np.isnan(b["label"]))
+    for m in a["features"]:
+        np.testing.assert_array_equal(a["features"][m], b["features"][m])
+
+
+@pytest.mark.parametrize("align, max_len", [("native", None), ("word", None), ("clock", None), ("native", 7)])
+def test_a_view_holds_exactly_the_readers_samples(cache, align, max_len):
+    reader = ShardDataset(cache, split="train", align=align, max_len=max_len)
+    view = training_view(cache, split="train", align=align, max_len=max_len)
+    assert len(view) == len(reader) == 50 and view.dims() == reader.dims()
+    assert not all(reader[i]["present"]["video"] for i in range(len(reader)))  # absent modalities are covered
+    for i in range(len(reader)):
+        same_sample(view[i], reader[i])
+    indices = np.array([3, 0, 41, 17, 17])
+    gathered, collated = view.batch(indices), collate([reader[int(i)] for i in indices])
+    for m in reader.names:
+        torch.testing.assert_close(gathered[m], collated[m])
+        assert gathered["lengths"][m].tolist() == collated["lengths"][m].tolist()
+        assert gathered["present"][m].tolist() == collated["present"][m].tolist()
+    torch.testing.assert_close(gathered["labels"], collated["labels"])
+    assert gathered["ids"] == collated["ids"]
+
+
+def test_a_view_is_built_once_and_rebuilt_when_stale_or_damaged(cache, tmp_path):
+    import shutil
+
+    local = tmp_path / "cache"
+    shutil.copytree(cache, local, ignore=shutil.ignore_patterns("views"))
+    first = training_view(local, split="valid")
+    assert list((local / "views").iterdir()) == [first.directory]
+    stamp = (first.directory / "view.json").stat().st_mtime_ns
+    again = training_view(local, split="valid")
+    assert again.directory == first.directory and (again.directory / "view.json").stat().st_mtime_ns == stamp
+    audio = first.directory / "audio.f32"
+    audio.write_bytes(audio.read_bytes()[:100])  # truncated (a full disk, a crash)
+    healed = training_view(local, split="valid")
+    assert healed.directory == first.directory and audio.stat().st_size == healed.meta["sizes"]["audio.f32"]
+    same_sample(healed[5], ShardDataset(local, split="valid")[5])
+    manifest = json.loads((local / "manifest.json").read_text())
+    manifest["note"] = "re-extracted"  # any change of the cache gives the view a new key
+    (local / "manifest.json").write_text(json.dumps(manifest))
+    assert training_view(local, split="valid").directory != first.directory
+
+
+def test_every_index_once_per_epoch_also_across_ranks(cache):
+    view = training_view(cache, split="train")
+    epoch = [i for batch in view.loader(8, shuffle=True, seed=3) for i in batch["ids"]]
+    assert sorted(epoch) == sorted(view.ids) and epoch != view.ids  # shuffled, each once
+    again = [i for batch in view.loader(8, shuffle=True, seed=3) for i in batch["ids"]]
+    assert again == epoch  # seeded
+    threaded = [i for batch in view.loader(8, shuffle=True, seed=3, workers=2) for i in batch["ids"]]
+    assert threaded == epoch  # gathering ahead in threads keeps the order
+    ranks = [[i for b in view.loader(8, shuffle=True, seed=3, rank=r, world_size=2) for i in b["ids"]] for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 25 and sorted(ranks[0] + ranks[1]) == sorted(view.ids)
+
+
+def test_training_reads_the_view_and_learns(cache, tmp_path):
+    from cmamba.app.runs import train_cache
+    from cmamba.fusion.config import TrainConfig
+
+    recipe = TrainConfig(dataset="mosi", epochs=2, batch_size=16, progress=False)
+    summary = train_cache(cache, tmp_path / "run", {"d_model": 8, "d_state": 4, "n_layers": 1}, recipe, seeds=(1,))
+    assert np.isfinite(summary["valid"]["MAE"]["mean"]) and list((cache / "views").iterdir())
+
+
+def test_early_stopping_the_schedule_and_the_no_decay_groups(tmp_path):
+    """Checked by their effect: training stops ``patience`` epochs after the best one, the learning rate halves
+    every ``lr_step`` epochs, and the SSM's A and D (marked no-decay) are not pulled towards zero."""
+    from cmamba.datasets.synthetic import CUE_FLIP_DIMS, cue_flip
+    from cmamba.fusion.config import FusionConfig, TrainConfig
+    from cmamba.fusion.model import build_model
+    from cmamba.fusion.train import _param_groups, train
+
+    train_set, valid_set = cue_flip(64, seed=0), cue_flip(32, seed=1)
+    config = FusionConfig(modalities=dict(CUE_FLIP_DIMS), d_model=8, d_state=4, n_layers=1, n_heads=2)
+    # a learning rate too small to change the valid loss: the first epoch stays the best
+    recipe = TrainConfig(dataset="mosi", epochs=30, batch_size=32, lr=1e-12, patience=3, lr_step=2, lr_gamma=0.5,
+                         progress=False)  # fmt: skip
+    result = train(config, recipe, train_set, valid_set, tmp_path / "stop")
+    assert result["epochs_run"] == result["best_epoch"] + 3 < 30
+    rates = [row["lr"] for row in json.loads((tmp_path / "stop" / "metrics.json").read_text())]
+    assert rates[:4] == pytest.approx([recipe.lr, recipe.lr * 0.5, recipe.lr * 0.5, recipe.lr * 0.25], abs=0)
+    model = build_model(config)
+    groups = _param_groups(model, 0.1)
+    no_decay = {id(p) for p in groups[1]["params"]}
+    assert groups[1]["weight_decay"] == 0.0 and no_decay
+    marked = [n for n, p in model.named_parameters() if id(p) in no_decay]
+    assert marked and all(n.endswith(("A_log", "D")) for n in marked), marked
+    # the effect of the groups: one Adam step with no loss signal moves decayed weights towards zero, and only them
+    optimizer = torch.optim.Adam(groups, lr=0.01)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer.step()
+    for name, p in model.named_parameters():
+        if name in marked:
+            assert torch.equal(p, before[name]), name
+        elif before[name].abs().sum() > 0:
+            assert p.abs().sum() < before[name].abs().sum(), name
