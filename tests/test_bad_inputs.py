@@ -21,25 +21,11 @@ from cmamba.app.runs import best_checkpoint
 from cmamba.datasets.media import distinct_copy
 from cmamba.extractors.decode import probe
 from cmamba.pipeline.cache.store import read_errors, read_manifest, shard_paths
+from tests import test_cli
 
 MEDIA = Path(__file__).parent / "fixtures" / "media"
-SENTENCE = "and you always want to see it in the superlative degree"
-SMALL = """
-[extract]
-use_asr = false
-workers = 0
-{extra}
-[model]
-d_model = 16
-d_state = 4
-n_layers = 1
-[train]
-dataset = "mosi"
-epochs = 1
-batch_size = 2
-progress = false
-seeds = [{seed}]
-"""
+SENTENCE = test_cli.SENTENCE
+SMALL = test_cli.SMALL.replace("workers = 0", "workers = 0\n{extra}").replace("seeds = [1111]", "seeds = [{seed}]")
 
 
 def run(capsys, *args: str | Path) -> tuple[int, str, list[str]]:
@@ -69,14 +55,7 @@ def config(tmp_path: Path, extra: str = "", seed: int = 1111) -> Path:
 @pytest.fixture(scope="module")
 def folder(talking_clip, tmp_path_factory) -> Path:
     """6 distinct copies of the talking clip with labels, splits and text."""
-    root = tmp_path_factory.mktemp("bad") / "videos"
-    root.mkdir()
-    lines = []
-    for i, split in enumerate(["train", "train", "train", "valid", "valid", "test"]):
-        distinct_copy(talking_clip, root / f"clip{i}.mp4", i)
-        lines.append(f"clip{i},{i - 2.5},{split},{SENTENCE}")
-    (root / "labels.csv").write_text("clip_id,label,split,text\n" + "\n".join(lines) + "\n")
-    return root
+    return test_cli.labelled_folder(tmp_path_factory.mktemp("bad") / "videos", talking_clip)
 
 
 @pytest.fixture(scope="module")

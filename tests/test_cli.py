@@ -34,6 +34,17 @@ seeds = [1111]
 """
 
 
+def labelled_folder(folder: Path, clip: Path) -> Path:
+    """6 distinct copies of ``clip`` in ``folder`` with a labels.csv: labels, splits (3 / 2 / 1), text."""
+    folder.mkdir(parents=True)
+    rows = []
+    for i, split in enumerate(["train", "train", "train", "valid", "valid", "test"]):
+        distinct_copy(clip, folder / f"clip{i}.mp4", i)
+        rows.append(f"clip{i},{i - 2.5},{split},{SENTENCE}")
+    (folder / "labels.csv").write_text("clip_id,label,split,text\n" + "\n".join(rows) + "\n")
+    return folder
+
+
 def cmamba(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cmamba", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
@@ -48,13 +59,7 @@ def test_every_command_has_help_with_an_example(command):
 def workspace(talking_clip, tmp_path_factory) -> dict[str, Path]:
     """A labelled folder (6 distinct copies of the talking clip), its cache and a trained run."""
     root = tmp_path_factory.mktemp("cli")
-    folder = root / "videos"
-    folder.mkdir()
-    rows = []
-    for i, split in enumerate(["train", "train", "train", "valid", "valid", "test"]):
-        distinct_copy(talking_clip, folder / f"clip{i}.mp4", i)
-        rows.append(f"clip{i},{i - 2.5},{split},{SENTENCE}")
-    (folder / "labels.csv").write_text("clip_id,label,split,text\n" + "\n".join(rows) + "\n")
+    folder = labelled_folder(root / "videos", talking_clip)
     (root / "small.toml").write_text(SMALL)
     cache, run = root / "cache", root / "run"
     done = cmamba("extract", folder, "--out", cache, "--config", root / "small.toml", "--align", "clock")

@@ -111,14 +111,8 @@ class TrainingView(Dataset):
         chunks = [order[start : start + batch_size] for start in range(0, stop, batch_size)]
         if workers <= 0:
             yield from (self.batch(chunk) for chunk in chunks)
-            return
-        with ThreadPoolExecutor(workers) as pool:  # at most workers + 1 batches in memory
-            pending = deque(pool.submit(self.batch, chunk) for chunk in chunks[: workers + 1])
-            for chunk in chunks[workers + 1 :]:
-                yield pending.popleft().result()
-                pending.append(pool.submit(self.batch, chunk))
-            while pending:
-                yield pending.popleft().result()
+        else:
+            yield from _in_order(self.batch, chunks, workers)
 
 
 def _rows(path: Path, rows: int, dim: int) -> np.ndarray:
@@ -175,7 +169,8 @@ def _copy_groups(source: Any, handles: dict, offsets: dict, present: np.ndarray)
     locations = np.asarray(source.locations)  # (N, 3): file, row group, row; in storage order
     starts = np.flatnonzero(np.any(np.diff(locations[:, :2], axis=0) != 0, axis=1)) + 1
     blocks = np.split(np.arange(len(locations)), starts)
-    for block, group in zip(blocks, _decoded_ahead(source, [tuple(locations[b[0], :2]) for b in blocks]), strict=True):
+    keys = [(int(locations[b[0], 0]), int(locations[b[0], 1])) for b in blocks]
+    for block, group in zip(blocks, _in_order(lambda key: source.decode_group(*key), keys, 2), strict=True):
         rows = locations[block, 2]
         for k, m in enumerate(source.names):
             flags = np.asarray(group[f"{m}_present"], bool)[rows]
@@ -188,13 +183,14 @@ def _copy_groups(source: Any, handles: dict, offsets: dict, present: np.ndarray)
             present[block, k] = flags
 
 
-def _decoded_ahead(source: Any, groups: list[tuple[int, int]], threads: int = 2) -> Iterator[dict]:
-    """The row groups decoded in order, ``threads`` at a time (Parquet decoding releases the GIL)."""
+def _in_order(fn: Any, items: list, threads: int) -> Iterator[Any]:
+    """``fn(item)`` for each item, in order, computed up to ``threads`` items ahead in a thread pool (numpy copies
+    and Parquet decoding release the GIL); at most ``threads`` results wait in memory."""
     with ThreadPoolExecutor(threads) as pool:
-        pending = deque(pool.submit(source.decode_group, int(f), int(g)) for f, g in groups[:threads])
-        for f, g in groups[threads:]:
+        pending = deque(pool.submit(fn, item) for item in items[:threads])
+        for item in items[threads:]:
             yield pending.popleft().result()
-            pending.append(pool.submit(source.decode_group, int(f), int(g)))
+            pending.append(pool.submit(fn, item))
         while pending:
             yield pending.popleft().result()
 
