@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,7 +71,8 @@ def train_cache(
     sets = _splits(cache, align, view=view)
     model_config = FusionConfig(modalities=sets["train"].dims(), **dict(model or {}))
     out = Path(out)
-    claim_run_folder(out, overwrite)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the other ranks must not see rank 0's first files
+        claim_run_folder(out, overwrite)
     if settings is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "cmamba-config.json").write_text(json.dumps(dict(settings), indent=2))

@@ -11,6 +11,9 @@ time (streaming ``ShardDataset``'s samples, so its values are exactly the reader
     view.json               the key's fields, shapes and sizes; written last, so a view without it (or whose
                             files do not match it) is incomplete and is built again, never read
 
+Processes asking for the same view at once (the ranks of a DDP run) take turns on ``views/<key>.lock``: one builds,
+the others map what it built.
+
 The key hashes the cache's manifest file and the view's parameters: a re-extracted or re-imported cache (a new
 manifest) never serves a stale view. ``view.loader(batch_size, shuffle, seed)`` gathers each batch with one
 vectorised index per modality (no per-sample Python work) into the dict ``collate`` makes.
@@ -18,6 +21,7 @@ vectorised index per modality (no per-sample Python work) into the dict ``collat
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -139,17 +143,19 @@ def training_view(
     params = {"split": split, "align": source.align, "clock_rate": source.clock_rate, "label": label,
               "max_len": source.max_len, "names": source.names}  # fmt: skip
     directory = cache / "views" / view_key(cache, params)
-    meta = _complete(directory)
-    if meta is None:
-        try:
-            meta = _build(source, directory, params)
-        except OSError as exc:  # a full disk or a read-only cache: say how big the view is and how to do without
-            shutil.rmtree(directory, ignore_errors=True)
-            shards = sum((cache / s).stat().st_size for s in source.manifest["shards"])
-            share = len(source) / max(1, source.manifest["counts"]["clips"])
-            raise CacheError(f"cannot write the training view {directory} (about {shards * share / 2**20:,.0f} MB "
-                             f"of float32 features): {exc}; free space, or train with --no-view to stream the "
-                             "shards instead") from exc  # fmt: skip
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with open(directory.parent / f"{directory.name}.lock", "a+") as lock:
+            # blocking: the ranks of a DDP run ask for the same view at once; one builds it, the others then map it
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            meta = _complete(directory) or _build(source, directory, params)
+    except OSError as exc:  # a full disk or a read-only cache: say how big the view is and how to do without
+        shutil.rmtree(directory, ignore_errors=True)
+        shards = sum((cache / s).stat().st_size for s in source.manifest["shards"])
+        share = len(source) / max(1, source.manifest["counts"]["clips"])
+        raise CacheError(f"cannot write the training view {directory} (about {shards * share / 2**20:,.0f} MB "
+                         f"of float32 features): {exc}; free space, or train with --no-view to stream the "
+                         "shards instead") from exc  # fmt: skip
     return TrainingView(directory, meta, source)
 
 

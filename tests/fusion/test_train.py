@@ -129,6 +129,32 @@ def test_ddp_on_gloo_with_two_processes(tmp_path):
     assert np.isfinite(result["valid"]["MAE"])
 
 
+def test_ddp_over_a_training_view(tmp_path):
+    """Both ranks ask for the same views at once (one builds, the other waits and maps them), and each trains on
+    its half of every epoch."""
+    from cmamba.datasets.synthetic import synthetic_cache
+
+    cache = synthetic_cache(tmp_path / "cache", 60, {"text": (6, 4), "audio": (12, 3), "video": (5, 2)})
+    script = tmp_path / "ddp_view.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            from cmamba.app.runs import train_cache
+            from cmamba.fusion.train import TrainConfig
+            train_cache({str(cache)!r}, sys.argv[1], {{"d_model": 8, "d_state": 4, "n_layers": 1, "n_heads": 2}},
+                        TrainConfig(dataset="mosi", epochs=2, batch_size=4, progress=False), seeds=(1,))
+            """
+        )
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+           f"--master_port={_free_port()}", str(script), str(tmp_path / "run")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "seed-1" / "config.json").read_text())["world_size"] == 2
+    assert len([p for p in (cache / "views").iterdir() if p.is_dir()]) == 3  # one view per split, built once
+
+
 def test_evaluation_follows_the_amp_setting(tmp_path, splits, monkeypatch):
     """bf16 autocast on CUDA only when the recipe asks for it: predict used to enable it for every evaluation."""
     import dataclasses
