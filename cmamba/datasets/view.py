@@ -60,7 +60,6 @@ class TrainingView(Dataset):
         self.labels = np.load(directory / "labels.npy")
         self.ids = json.loads((directory / "ids.json").read_text())
         self._source = source  # the ShardDataset it was built from: schema, dims and alignment for `train`
-        self.align, self.clock_rate = source.align, source.clock_rate
 
     def __len__(self) -> int:
         return len(self.labels)
