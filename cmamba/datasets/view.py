@@ -5,7 +5,8 @@ memory-mapped arrays, so later epochs and later runs read at memory speed instea
 time (streaming ``ShardDataset``'s samples, so its values are exactly the reader's) into
 ``cache/views/<key>/`` and maps it afterwards:
 
-    <modality>.f32          the rows of every sample, concatenated (rows, dim) float32, read with ``np.memmap``
+    <modality>.f32 / .f16   the rows of every sample, concatenated (rows, dim) float32 (or float16 with
+                            ``dtype="float16"``: half the disk, the page cache and the read time), ``np.memmap``
     <modality>_offsets.npy  (N + 1,) int64: sample i owns rows [offsets[i], offsets[i + 1])
     present.npy             (N, M) bool;  labels.npy (N,) float32;  ids.json
     view.json               the key's fields, shapes and sizes; written last, so a view without it (or whose
@@ -24,7 +25,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import shutil
+import sys
+import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +44,7 @@ from cmamba.io import atomic_path, sha256_file, write_json_atomic
 from cmamba.pipeline.cache.store import MANIFEST
 
 VIEW_VERSION = 1  # bump when the layout changes: old views are then rebuilt
+VIEW_DTYPES = {"float32": ".f32", "float16": ".f16"}  # storage dtype → the values files' suffix
 
 
 def view_key(cache: Path, params: Mapping[str, Any]) -> str:
@@ -54,12 +59,14 @@ class TrainingView(Dataset):
 
     def __init__(self, directory: Path, meta: dict[str, Any], source: Any):
         self.directory, self.meta, self.names = directory, meta, list(meta["names"])
-        self.values = {m: _rows(directory / f"{m}.f32", meta["rows"][m], meta["dims"][m]) for m in self.names}
+        self.dtype = np.dtype(meta["dtype"])
+        self.values = {m: _rows(self.values_file(m), meta["rows"][m], meta["dims"][m], self.dtype) for m in self.names}
         self.offsets = {m: np.load(directory / f"{m}_offsets.npy") for m in self.names}
         self.present = np.load(directory / "present.npy")
         self.labels = np.load(directory / "labels.npy")
         self.ids = json.loads((directory / "ids.json").read_text())
-        self._source = source  # the ShardDataset it was built from: schema, dims and alignment for `train`
+        self._source = source  # the ShardDataset it was built from: the cache's schema for `train`
+        self._buffers = _BufferPool()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -69,15 +76,19 @@ class TrainingView(Dataset):
         present = {m: bool(self.present[i, k]) for k, m in enumerate(self.names)}
         return {"features": features, "present": present, "label": float(self.labels[i]), "id": self.ids[i]}
 
+    def values_file(self, modality: str) -> Path:
+        return self.directory / f"{modality}{VIEW_DTYPES[self.meta['dtype']]}"
+
     def dims(self) -> dict[str, int]:
         return dict(self.meta["dims"])
 
     def schema(self) -> dict:
         return self._source.schema()
 
-    def batch(self, indices: np.ndarray) -> dict:
-        """The samples ``indices`` as one batch in ``collate``'s layout (right padding), gathered per modality with
-        one vectorised index into the mapped rows."""
+    def batch(self, indices: np.ndarray, pin_memory: bool = False) -> dict:
+        """The samples ``indices`` as one batch in ``collate``'s layout (right padding; features in the view's
+        dtype: ``train`` casts float16 to float32 on the device), gathered per modality with one vectorised index
+        into the mapped rows. ``pin_memory``: features in page-locked memory, for asynchronous copies to CUDA."""
         indices = np.asarray(indices, dtype=np.int64)
         out: dict = {"lengths": {}, "present": {}}
         for k, m in enumerate(self.names):
@@ -87,24 +98,41 @@ class TrainingView(Dataset):
             total = int(lengths.sum())
             position = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # row within its sample
             rows = np.repeat(starts, lengths) + position  # (total,) the rows to read, sample after sample
+            shape = (len(indices), width, self.meta["dims"][m])
+            padded, features = self._empty(m, shape, pin_memory)
             if total == len(indices) * width:  # every sample full length (aligned data): one gather, no padding
-                padded = self.values[m][rows].reshape(len(indices), width, -1)
+                # mode="clip" (rows are in range) lets numpy copy straight into ``out`` instead of buffering it
+                np.take(self.values[m], rows, axis=0, out=padded.reshape(total, -1), mode="clip")
             else:
-                padded = np.zeros((len(indices), width, self.meta["dims"][m]), np.float32)
+                padded.fill(0)
                 padded[np.repeat(np.arange(len(indices)), lengths), position] = self.values[m][rows]
-            out[m] = torch.from_numpy(padded)
+            out[m] = features
             out["lengths"][m] = torch.from_numpy(lengths)
             out["present"][m] = torch.from_numpy(self.present[indices, k].copy())
         out["labels"] = torch.from_numpy(self.labels[indices].copy())
         out["ids"] = [self.ids[i] for i in indices]
         return out
 
+    def _empty(self, modality: str, shape: tuple[int, ...], pin_memory: bool) -> tuple[np.ndarray, torch.Tensor]:
+        """An uninitialised features array and the tensor sharing its memory. Pinned ones come from torch's host
+        allocator, which reuses a block only once the copies reading it have finished; ordinary ones from the pool
+        (fresh 100-MB arrays every batch cost more in page faults than the gather itself)."""
+        if pin_memory:
+            tensor = torch.empty(shape, dtype=getattr(torch, self.meta["dtype"]), pin_memory=True)
+            return tensor.numpy(), tensor
+        array = self._buffers.take(modality, shape, self.dtype)
+        return array, torch.from_numpy(array)
+
     def loader(self, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
-               rank: int = 0, world_size: int = 1, workers: int = 0) -> Iterator[dict]:  # fmt: skip
+               rank: int = 0, world_size: int = 1, workers: int = 0,
+               pin_memory: bool = False) -> Iterator[dict]:  # fmt: skip
         """Batches of one epoch: each index exactly once, in a seeded shuffle (``seed``: pass the epoch's), split
         across ``world_size`` ranks as ``DistributedSampler`` does (padded by repeating the first indices).
         ``workers`` threads gather the next batches ahead (numpy releases the GIL while it copies; processes would
-        have to ship every batch through a pipe)."""
+        have to ship every batch through a pipe). ``pin_memory`` as ``batch``."""
+        if pin_memory and not torch.cuda.is_available():
+            raise ValueError("pin_memory=True needs CUDA (pinned memory speeds up copies to a GPU); this machine "
+                             "has none: leave it False")  # fmt: skip
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)).numpy() if shuffle else (
             np.arange(len(self)))  # fmt: skip
         if world_size > 1:
@@ -113,15 +141,47 @@ class TrainingView(Dataset):
         stop = len(order) - len(order) % batch_size if drop_last else len(order)
         chunks = [order[start : start + batch_size] for start in range(0, stop, batch_size)]
         if workers <= 0:
-            yield from (self.batch(chunk) for chunk in chunks)
+            yield from (self.batch(chunk, pin_memory) for chunk in chunks)
         else:
-            yield from _in_order(self.batch, chunks, workers)
+            yield from _in_order(lambda chunk: self.batch(chunk, pin_memory), chunks, workers)
 
 
-def _rows(path: Path, rows: int, dim: int) -> np.ndarray:
+class _BufferPool:
+    """Reusable feature memory, per modality: an array is handed out again only when nothing but the pool refers to
+    it (every batch tensor made from it, and every view of those, holds a reference), so a batch the caller keeps
+    is never overwritten. Batches of varying width get the smallest free array that holds them."""
+
+    KEEP = 8  # arrays kept per modality; a caller holding more batches than this gets fresh (unpooled) ones
+
+    def __init__(self) -> None:
+        self._arrays: dict[tuple[str, str], list[np.ndarray]] = {}
+        self._lock = threading.Lock()  # loader threads take arrays concurrently
+        self._free = self._refcounts([np.empty(0)])[0]  # an array only a list holds, counted as ``take`` counts
+
+    @staticmethod
+    def _refcounts(arrays: list[np.ndarray]) -> list[int]:
+        return [sys.getrefcount(array) for array in arrays]
+
+    def take(self, key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        size = math.prod(shape)
+        with self._lock:
+            arrays = self._arrays.setdefault((key, dtype.str), [])
+            free = [k for k, count in enumerate(self._refcounts(arrays)) if count <= self._free]
+            fits = [k for k in free if arrays[k].size >= size]
+            if fits:
+                return arrays[min(fits, key=lambda k: arrays[k].size)][:size].reshape(shape)
+            array = np.empty(size + size // 4, dtype)  # room to spare: the widths of later batches vary
+            if free:  # a free array too small for this batch: replaced
+                arrays[free[0]] = array
+            elif len(arrays) < self.KEEP:
+                arrays.append(array)
+            return array[:size].reshape(shape)
+
+
+def _rows(path: Path, rows: int, dim: int, dtype: np.dtype) -> np.ndarray:
     if rows == 0:  # np.memmap refuses empty files
-        return np.zeros((0, dim), np.float32)
-    return np.memmap(path, dtype=np.float32, mode="r", shape=(rows, dim))
+        return np.zeros((0, dim), dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=(rows, dim))
 
 
 def training_view(
@@ -132,15 +192,20 @@ def training_view(
     label: str = "label",
     clock_rate: float | None = None,
     modalities: tuple[str, ...] | None = None,
+    dtype: str = "float32",
 ) -> TrainingView:
-    """The training view of ``cache`` for these parameters (``ShardDataset``'s), built on first use (module doc)."""
+    """The training view of ``cache`` for these parameters (``ShardDataset``'s), built on first use (module doc).
+    ``dtype``: how the features are stored, "float32" (exactly the reader's values) or "float16" (half the size;
+    about 3 significant digits)."""
     from cmamba.datasets.shards import ShardDataset
 
+    if dtype not in VIEW_DTYPES:
+        raise ValueError(f"a training view stores float32 or float16 features, not {dtype!r}")
     cache = Path(cache)
     source = ShardDataset(cache, split=split, align=align, modalities=modalities, max_len=max_len, label=label,
                           clock_rate=clock_rate)  # fmt: skip
     params = {"split": split, "align": source.align, "clock_rate": source.clock_rate, "label": label,
-              "max_len": source.max_len, "names": source.names}  # fmt: skip
+              "max_len": source.max_len, "names": source.names, "dtype": dtype}  # fmt: skip
     directory = cache / "views" / view_key(cache, params)
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -152,8 +217,9 @@ def training_view(
         shutil.rmtree(directory, ignore_errors=True)
         shards = sum((cache / s).stat().st_size for s in source.manifest["shards"])
         share = len(source) / max(1, source.manifest["counts"]["clips"])
-        raise CacheError(f"cannot write the training view {directory} (about {shards * share / 2**20:,.0f} MB "
-                         f"of float32 features): {exc}; free space, or train with --no-view to stream the "
+        size = shards * share * np.dtype(dtype).itemsize / 4 / 2**20
+        raise CacheError(f"cannot write the training view {directory} (about {size:,.0f} MB of {dtype} "
+                         f"features): {exc}; free space, or train with --no-view to stream the "
                          "shards instead") from exc  # fmt: skip
     return TrainingView(directory, meta, source)
 
@@ -168,7 +234,7 @@ def _complete(directory: Path) -> dict | None:
     return meta if sizes == meta["sizes"] else None
 
 
-def _copy_groups(source: Any, handles: dict, offsets: dict, present: np.ndarray) -> None:
+def _copy_groups(source: Any, handles: dict, offsets: dict, present: np.ndarray, dtype: np.dtype) -> None:
     """Native rows need no per-sample work: each row group's decoded rows of the split are copied in one gather
     per modality (what ``ShardDataset.__getitem__`` would slice, sample by sample)."""
     locations = np.asarray(source.locations)  # (N, 3): file, row group, row; in storage order
@@ -183,9 +249,20 @@ def _copy_groups(source: Any, handles: dict, offsets: dict, present: np.ndarray)
             lengths = np.where(flags, group_offsets[rows + 1] - group_offsets[rows], 0)
             first = np.repeat(group_offsets[rows], lengths)
             taken = first + np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-            handles[m].write(np.ascontiguousarray(values[taken], np.float32).tobytes())
+            handles[m].write(_stored(values[taken], dtype, m))
             offsets[m].extend((offsets[m][-1] + np.cumsum(lengths)).tolist())
             present[block, k] = flags
+
+
+def _stored(values: np.ndarray, dtype: np.dtype, modality: str) -> bytes:
+    """``values`` as ``dtype``'s bytes; refuses finite values float16 cannot hold (they would become infinite)."""
+    with np.errstate(over="ignore"):  # checked just below, with a message that says what to do
+        stored = np.ascontiguousarray(values, dtype)
+    if dtype.itemsize < 4 and (np.isinf(stored) & np.isfinite(values)).any():
+        largest = np.abs(values[np.isfinite(values)]).max()
+        raise ValueError(f"the {modality} features reach {largest:.6g}, beyond float16's range (±65,504): store the "
+                         "training view as float32 (the default)")  # fmt: skip
+    return stored.tobytes()
 
 
 def _in_order(fn: Any, items: list, threads: int) -> Iterator[Any]:
@@ -205,19 +282,20 @@ def _build(source: Any, directory: Path, params: dict) -> dict:
     if directory.exists():
         shutil.rmtree(directory)  # an incomplete or damaged earlier build
     directory.mkdir(parents=True)
-    names, dims = source.names, source.dims()
+    names, dims, dtype = source.names, source.dims(), np.dtype(params["dtype"])
+    values_files = [f"{m}{VIEW_DTYPES[params['dtype']]}" for m in names]
     offsets = {m: [0] for m in names}
     present = np.zeros((len(source), len(names)), bool)
-    handles = {m: open(directory / f"{m}.f32", "wb") for m in names}
+    handles = {m: open(directory / name, "wb") for m, name in zip(names, values_files, strict=True)}
     try:
         if source.align == "native" and not source.max_len:  # stored rows as they are: copy row groups whole
-            _copy_groups(source, handles, offsets, present)
+            _copy_groups(source, handles, offsets, present, dtype)
         else:
             for i in range(len(source)):  # storage order: the reader decodes each row group once
                 item = source[i]
                 for k, m in enumerate(names):
-                    x = np.ascontiguousarray(item["features"][m], np.float32)
-                    handles[m].write(x.tobytes())
+                    x = item["features"][m]
+                    handles[m].write(_stored(x, dtype, m))
                     offsets[m].append(offsets[m][-1] + len(x))
                     present[i, k] = item["present"][m]
     finally:
@@ -229,7 +307,7 @@ def _build(source: Any, directory: Path, params: dict) -> dict:
     np.save(directory / "labels.npy", source.labels)
     with atomic_path(directory / "ids.json") as tmp:
         tmp.write_text(json.dumps(source.ids))
-    files = [*(f"{m}.f32" for m in names), *(f"{m}_offsets.npy" for m in names), "present.npy", "labels.npy",
+    files = [*values_files, *(f"{m}_offsets.npy" for m in names), "present.npy", "labels.npy",
              "ids.json"]  # fmt: skip
     meta = {**params, "dims": dims, "rows": {m: offsets[m][-1] for m in names}, "count": len(source),
             "sizes": {f: (directory / f).stat().st_size for f in files}}  # fmt: skip

@@ -12,7 +12,7 @@ import torch
 
 from cmamba.datasets.shards import ShardDataset
 from cmamba.datasets.synthetic import synthetic_cache
-from cmamba.datasets.view import training_view
+from cmamba.datasets.view import _stored, training_view
 from cmamba.fusion.batch import collate
 
 SHAPES = {"text": (12, 6), "audio": (40, 5), "video": (10, 4)}
@@ -80,6 +80,69 @@ def test_every_index_once_per_epoch_also_across_ranks(cache):
     assert threaded == epoch  # gathering ahead in threads keeps the order
     ranks = [[i for b in view.loader(8, shuffle=True, seed=3, rank=r, world_size=2) for i in b["ids"]] for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 25 and sorted(ranks[0] + ranks[1]) == sorted(view.ids)
+
+
+def test_a_float16_view_holds_the_readers_values_rounded_and_refuses_values_out_of_range(cache):
+    reader = ShardDataset(cache, split="train", align="word")
+    half = training_view(cache, split="train", align="word", dtype="float16")
+    full = training_view(cache, split="train", align="word")
+    assert half.directory != full.directory and half.values["text"].dtype == np.float16
+    assert half.meta["sizes"]["text.f16"] * 2 == full.meta["sizes"]["text.f32"]
+    for i in (0, 7, 49):
+        for m in reader.names:
+            np.testing.assert_array_equal(half[i]["features"][m], reader[i]["features"][m].astype(np.float16))
+    batch = half.batch(np.array([4, 2]))
+    assert batch["text"].dtype == torch.float16
+    torch.testing.assert_close(batch["text"].float(), full.batch(np.array([4, 2]))["text"], rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="audio features reach 100000, beyond float16's range"):
+        _stored(np.array([[1.0, 1e5]], np.float32), np.dtype(np.float16), "audio")  # what both build paths call
+    with pytest.raises(ValueError, match="float32 or float16"):
+        training_view(cache, split="train", dtype="int8")
+
+
+@pytest.mark.parametrize("align", ["native", "word"])  # batches of varying width; of one width
+def test_batch_memory_is_reused_only_once_the_caller_lets_go(cache, align):
+    reader = ShardDataset(cache, split="train", align=align)
+    view = training_view(cache, split="train", align=align)
+    kept = list(view.loader(8, shuffle=True, seed=5, workers=2))  # every batch held at once: none overwritten
+    position = {sample_id: k for k, sample_id in enumerate(view.ids)}
+    expected = [collate([reader[position[i]] for i in batch["ids"]]) for batch in kept]
+    tail = kept[0]["audio"][:, 1:]  # a view of a batch tensor keeps its memory too
+    del kept[0]["audio"]
+    for _ in range(3):  # epochs whose batches are dropped: memory comes back from the pool
+        for batch in view.loader(8, shuffle=True, seed=6):
+            batch["audio"].fill_(-1.0)
+    torch.testing.assert_close(tail, expected[0]["audio"][:, 1:])
+    for got, want in zip(kept[1:], expected[1:], strict=True):
+        for m in reader.names:
+            torch.testing.assert_close(got[m], want[m])
+    pooled = {key: len(arrays) for key, arrays in view._buffers._arrays.items()}
+    assert max(pooled.values()) <= view._buffers.KEEP and all(n >= 1 for n in pooled.values())
+    before = {key: [id(a) for a in arrays] for key, arrays in view._buffers._arrays.items()}
+    kept.clear()
+    for _ in view.loader(8, shuffle=True, seed=7):
+        pass
+    after = {key: [id(a) for a in arrays] for key, arrays in view._buffers._arrays.items()}
+    assert after == before  # a steady epoch allocates nothing new
+
+
+def test_pinned_batches_come_from_the_host_allocator_and_need_cuda(cache, monkeypatch):
+    view = training_view(cache, split="train")
+    with pytest.raises(ValueError, match="pin_memory=True needs CUDA"):
+        next(view.loader(8, pin_memory=True))
+    real_empty, pinned = torch.empty, []
+
+    def empty(*args, pin_memory=False, **kwargs):  # this CPU build has no page-locked allocator: record the ask
+        pinned.append(pin_memory)
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch, "empty", empty)
+    batch = next(view.loader(8, shuffle=False, pin_memory=True))
+    assert pinned == [True] * len(view.names)
+    reader = ShardDataset(cache, split="train")
+    for m in view.names:
+        torch.testing.assert_close(batch[m], collate([reader[i] for i in range(8)])[m])
 
 
 def test_training_reads_the_view_and_learns(cache, tmp_path):
