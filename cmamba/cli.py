@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cmamba.constants import ALIGN_MODES, DATASETS, EXPORT_FORMATS, SEGMENT_MODES, SPLITS
+from cmamba.constants import ALIGN_MODES, DATASETS, EXPORT_FORMATS, SEGMENT_MODES, SPLITS, VIEW_DTYPES
 from cmamba.errors import NoMediaError
 from cmamba.fusion.config import FUSIONS
 from cmamba.io import json_text
@@ -64,7 +64,8 @@ EXTRACT_FLAGS = {"align": "align.mode", "workers": "extract.workers", "scheduler
                  "clips_per_shard": "extract.clips_per_shard", "use_asr": "extract.use_asr",
                  "segment": "segment.mode"}  # fmt: skip
 TRAIN_FLAGS = {"fusion": "model.fusion", "epochs": "train.epochs", "seeds": "train.seeds",
-               "batch_size": "train.batch_size", "dataset": "train.dataset"}  # fmt: skip
+               "batch_size": "train.batch_size", "dataset": "train.dataset",
+               "view_dtype": "train.view_dtype"}  # fmt: skip
 
 
 def _extract(args: argparse.Namespace) -> int:
@@ -302,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="delete the training run already in --out first")
     no_view = "stream the shards instead of building a memory-mapped training view in CACHE/views/"
     p.add_argument("--no-view", dest="view", action="store_false", help=no_view)
+    p.add_argument("--view-dtype", dest="view_dtype", choices=VIEW_DTYPES,
+                   help="how the training view stores features (float16: half the disk and read time)")  # fmt: skip
 
     p = _command(commands, "evaluate", _evaluate, "MMSA metrics of a trained run on a cache split",
                  "cmamba evaluate runs/mosi cache/mosi --missing-rate 0.3")  # fmt: skip

@@ -10,4 +10,5 @@ DATASETS = ("mosi", "mosei", "sims", "simsv2")  # CMU-MOSI, CMU-MOSEI, CH-SIMS, 
 TASKS = ("regression", "classification")
 CLIP_ID_SEPARATOR = "$_$"  # MMSA's clip id: <video_id>$_$<clip_id>
 SEGMENT_MODES = ("auto", "transcript", "asr", "vad", "fixed", "none")  # how long recordings are cut
+VIEW_DTYPES = ("float32", "float16")  # how a training view stores features (cmamba.datasets.view)
 EXPORT_FORMATS = ("mmsa", "mult")  # MMSA's feature pickle; MulT / MultiBench's left-padded layout

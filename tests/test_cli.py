@@ -65,7 +65,7 @@ def workspace(talking_clip, tmp_path_factory) -> dict[str, Path]:
     done = cmamba("extract", folder, "--out", cache, "--config", root / "small.toml", "--align", "clock")
     assert done.returncode == 0, done.stderr
     assert "log: " in done.stderr and "6/6 clips" in done.stdout
-    done = cmamba("train", cache, "--out", run, "--config", root / "small.toml")
+    done = cmamba("train", cache, "--out", run, "--config", root / "small.toml", "--view-dtype", "float16")
     assert done.returncode == 0, done.stderr
     return {"root": root, "folder": folder, "cache": cache, "run": run, "config": root / "small.toml"}
 
@@ -76,6 +76,7 @@ def test_extract_and_train_save_the_resolved_config(workspace):
     assert json.loads((workspace["cache"] / "manifest.json").read_text())["align"] == "clock"
     trained = json.loads((workspace["run"] / "cmamba-config.json").read_text())
     assert trained["train"]["epochs"] == 2 and trained["model"]["d_model"] == 16
+    assert trained["train"]["view_dtype"] == "float16" and list(workspace["cache"].glob("views/*/text.f16"))
     assert (workspace["run"] / "seed-1111" / "best" / "model.safetensors").is_file()
 
 

@@ -27,9 +27,10 @@ from cmamba.fusion.model import FusionModel
 from cmamba.fusion.train import evaluate, train_seeds
 
 
-def _splits(cache: str | Path, align: str | None, label: str = "label", view: bool = True) -> dict[str, Any]:
-    """The splits with clips, as training views (built on first use, memory-mapped) or, with ``view=False``,
-    streamed from the shards."""
+def _splits(cache: str | Path, align: str | None, label: str = "label", view: bool = True,
+            view_dtype: str = "float32") -> dict[str, Any]:  # fmt: skip
+    """The splits with clips, as training views (built on first use, memory-mapped; features stored as
+    ``view_dtype``) or, with ``view=False``, streamed from the shards."""
     from cmamba.datasets.shards import ShardDataset
     from cmamba.datasets.view import training_view
 
@@ -39,7 +40,7 @@ def _splits(cache: str | Path, align: str | None, label: str = "label", view: bo
         raise ValueError(f"{cache} has no clips in split(s) {missing} (it has {by_split}); label the splits first")
     present = [s for s in SPLITS if by_split.get(s)]
     if view:
-        return {s: training_view(cache, split=s, align=align, label=label) for s in present}
+        return {s: training_view(cache, split=s, align=align, label=label, dtype=view_dtype) for s in present}
     return {s: ShardDataset(cache, split=s, align=align, label=label) for s in present}
 
 
@@ -66,9 +67,11 @@ def train_cache(
     model: FusionConfig fields other than ``modalities`` (taken from the cache); train: the recipe. A run folder
     belongs to one training: a non-empty ``out`` is refused unless ``overwrite`` (which empties it first).
     settings: the resolved config to save as ``out/cmamba-config.json``; view: read the splits through training
-    views (``cmamba.datasets.view``: built once, then memory speed) instead of streaming the shards.
+    views (``cmamba.datasets.view``: built once, then memory speed; stored as ``train.view_dtype``) instead of
+    streaming the shards.
     """
-    sets = _splits(cache, align, view=view)
+    train = train or TrainConfig()
+    sets = _splits(cache, align, view=view, view_dtype=train.view_dtype)
     model_config = FusionConfig(modalities=sets["train"].dims(), **dict(model or {}))
     out = Path(out)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the other ranks must not see rank 0's first files
@@ -76,7 +79,7 @@ def train_cache(
     if settings is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "cmamba-config.json").write_text(json.dumps(dict(settings), indent=2))
-    return train_seeds(model_config, train or TrainConfig(), sets["train"], sets["valid"], out, sets.get("test"),
+    return train_seeds(model_config, train, sets["train"], sets["valid"], out, sets.get("test"),
                        tuple(seeds))  # fmt: skip
 
 

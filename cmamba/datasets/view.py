@@ -39,12 +39,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cmamba.constants import VIEW_DTYPES
 from cmamba.errors import CacheError
 from cmamba.io import atomic_path, sha256_file, write_json_atomic
 from cmamba.pipeline.cache.store import MANIFEST
 
 VIEW_VERSION = 1  # bump when the layout changes: old views are then rebuilt
-VIEW_DTYPES = {"float32": ".f32", "float16": ".f16"}  # storage dtype → the values files' suffix
+SUFFIXES = {"float32": ".f32", "float16": ".f16"}  # storage dtype (VIEW_DTYPES) → the values files' suffix
 
 
 def view_key(cache: Path, params: Mapping[str, Any]) -> str:
@@ -77,7 +78,7 @@ class TrainingView(Dataset):
         return {"features": features, "present": present, "label": float(self.labels[i]), "id": self.ids[i]}
 
     def values_file(self, modality: str) -> Path:
-        return self.directory / f"{modality}{VIEW_DTYPES[self.meta['dtype']]}"
+        return self.directory / f"{modality}{SUFFIXES[self.meta['dtype']]}"
 
     def dims(self) -> dict[str, int]:
         return dict(self.meta["dims"])
@@ -283,7 +284,7 @@ def _build(source: Any, directory: Path, params: dict) -> dict:
         shutil.rmtree(directory)  # an incomplete or damaged earlier build
     directory.mkdir(parents=True)
     names, dims, dtype = source.names, source.dims(), np.dtype(params["dtype"])
-    values_files = [f"{m}{VIEW_DTYPES[params['dtype']]}" for m in names]
+    values_files = [f"{m}{SUFFIXES[params['dtype']]}" for m in names]
     offsets = {m: [0] for m in names}
     present = np.zeros((len(source), len(names)), bool)
     handles = {m: open(directory / name, "wb") for m, name in zip(names, values_files, strict=True)}

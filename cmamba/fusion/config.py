@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cmamba.constants import DATASETS, TASKS
+from cmamba.constants import DATASETS, TASKS, VIEW_DTYPES
 
 FUSIONS = ("coupled", "mamba", "average", "concat", "cross_attention", "released")
 COUPLINGS = ("mean", "sum", "none", "learned")
@@ -146,6 +146,8 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast, on CUDA only
     device: str = "auto"
     progress: bool = True
+    input_threads: int = 1  # threads gathering the next batches from a training view while a step runs (0: none)
+    view_dtype: str = "float32"  # how `train_cache` stores training views: float32 | float16 (half the size)
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -160,3 +162,7 @@ class TrainConfig:
             raise ValueError(f"patience must be >= 0 (or none), got {self.patience}")
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if not 0 <= self.input_threads <= 32:
+            raise ValueError(f"input_threads must lie in [0, 32], got {self.input_threads}")
+        if self.view_dtype not in VIEW_DTYPES:
+            raise ValueError(f"view_dtype must be one of {VIEW_DTYPES}, got {self.view_dtype!r}")

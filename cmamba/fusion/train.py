@@ -6,7 +6,9 @@ validation loss only, early stopping. Seeds 1111-1115 with mean ± std. Under ``
 training runs with DistributedDataParallel (NCCL on CUDA, gloo on CPU); only rank 0 writes files.
 
 A run folder holds ``config.json`` (resolved model and training config, feature schema, versions),
-``metrics.csv`` / ``metrics.json`` (one row per epoch), ``best/`` (the selected checkpoint) and
+``metrics.csv`` / ``metrics.json`` (one row per epoch: losses, learning rate, ``seconds`` of the epoch with its
+validation, of which ``input_s`` waiting for batches (and their copy to the device) and ``step_s`` in the training
+steps), ``best/`` (the selected checkpoint) and
 ``result.json`` (valid and test metrics of the best checkpoint).
 """
 
@@ -67,9 +69,13 @@ def _device(name: str) -> torch.device:
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
+    """``batch`` on ``device``; float16 features (a float16 training view: half the bytes to copy) become float32
+    there."""
+
     def move(x):
         if isinstance(x, torch.Tensor):
-            return x.to(device, non_blocking=True)
+            x = x.to(device, non_blocking=True)
+            return x.float() if x.dtype == torch.float16 else x
         return {k: move(v) for k, v in x.items()} if isinstance(x, dict) else x
 
     return {k: move(v) for k, v in batch.items()}
@@ -99,6 +105,13 @@ def drop_elements(batch: dict, names: list[str], missing_rate: float, generator:
     return out
 
 
+def _batches(dataset: Dataset, batch_size: int, device: torch.device) -> Iterator[dict]:
+    """``dataset`` in order, in batches: gathered whole from a training view, collated sample by sample otherwise."""
+    if hasattr(dataset, "loader"):
+        return dataset.loader(batch_size, shuffle=False, workers=1, pin_memory=device.type == "cuda")
+    return iter(DataLoader(dataset, batch_size=batch_size, collate_fn=collate))
+
+
 @torch.no_grad()
 def predict(model: FusionModel, dataset: Dataset, batch_size: int = 256, device: str = "auto",
             missing_rate: float = 0.0, seed: int = 0,
@@ -111,7 +124,7 @@ def predict(model: FusionModel, dataset: Dataset, batch_size: int = 256, device:
     model = model.to(dev).eval()
     generator = torch.Generator().manual_seed(seed)
     outs, labels = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
+    for batch in _batches(dataset, batch_size, dev):
         batch = drop_elements(batch, model.names, missing_rate, generator)
         with _autocast(dev, amp):
             outs.append(model(_to_device(batch, dev)).float().cpu())
@@ -180,7 +193,8 @@ def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Data
         if hasattr(train_set, "loader"):  # a training view gathers whole batches from memory-mapped arrays
             world = dist.get_world_size() if distributed else 1
             return train_set.loader(train_config.batch_size, shuffle=True, seed=train_config.seed * 100_003 + epoch,
-                                    rank=rank, world_size=world)  # fmt: skip
+                                    rank=rank, world_size=world, workers=train_config.input_threads,
+                                    pin_memory=device.type == "cuda")  # fmt: skip
         return iter(loader)
 
     optimizer = torch.optim.Adam(_param_groups(model, train_config.weight_decay), lr=train_config.lr)
@@ -191,9 +205,15 @@ def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Data
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
         net.train()
-        start, total, count = time.perf_counter(), 0.0, 0
-        for batch in batches(epoch):
+        start, total, count, waited = time.perf_counter(), 0.0, 0, 0.0
+        feed = batches(epoch)
+        while True:  # the time spent waiting for input, apart from the steps (``input_s`` in metrics.json)
+            ready = time.perf_counter()
+            batch = next(feed, None)
+            if batch is None:
+                break
             batch = _to_device(batch, device)
+            waited += time.perf_counter() - ready
             with _autocast(device, train_config.amp):
                 loss = _loss(model, net(batch), batch["labels"])
             if not torch.isfinite(loss):
@@ -209,9 +229,11 @@ def train(model_config: FusionConfig, train_config: TrainConfig, train_set: Data
             total += float(loss.detach()) * len(batch["labels"])
             count += len(batch["labels"])
         scheduler.step()
+        trained = time.perf_counter() - start
         valid = evaluate(model, valid_set, train_config.dataset, device=str(device), amp=train_config.amp)
         row = {"epoch": epoch, "train_loss": round(total / count, 6), "lr": scheduler.get_last_lr()[0]}
-        row.update(seconds=round(time.perf_counter() - start, 3), **{f"valid_{k}": v for k, v in valid.items()})
+        row.update(seconds=round(time.perf_counter() - start, 3), input_s=round(waited, 3),
+                   step_s=round(trained - waited, 3), **{f"valid_{k}": v for k, v in valid.items()})  # fmt: skip
         rows.append(row)
         if valid["Loss"] < best_loss:
             best_loss, best_epoch = valid["Loss"], epoch

@@ -145,13 +145,22 @@ def test_pinned_batches_come_from_the_host_allocator_and_need_cuda(cache, monkey
         torch.testing.assert_close(batch[m], collate([reader[i] for i in range(8)])[m])
 
 
-def test_training_reads_the_view_and_learns(cache, tmp_path):
+def test_training_reads_the_view_and_learns_the_same_with_threads_gathering_ahead(cache, tmp_path):
     from cmamba.app.runs import train_cache
     from cmamba.fusion.config import TrainConfig
 
-    recipe = TrainConfig(dataset="mosi", epochs=2, batch_size=16, progress=False)
-    summary = train_cache(cache, tmp_path / "run", {"d_model": 8, "d_state": 4, "n_layers": 1}, recipe, seeds=(1,))
-    assert np.isfinite(summary["valid"]["MAE"]["mean"]) and list((cache / "views").iterdir())
+    def trained(name: str, **recipe) -> list[dict]:
+        config = TrainConfig(dataset="mosi", epochs=2, batch_size=16, progress=False, **recipe)
+        summary = train_cache(cache, tmp_path / name, {"d_model": 8, "d_state": 4, "n_layers": 1}, config, seeds=(1,))
+        assert np.isfinite(summary["valid"]["MAE"]["mean"])
+        return json.loads((tmp_path / name / "seed-1" / "metrics.json").read_text())
+
+    alone, ahead = trained("alone", input_threads=0), trained("ahead", input_threads=2)
+    assert [r["train_loss"] for r in alone] == [r["train_loss"] for r in ahead]  # the same batches, in order
+    assert [r["valid_Loss"] for r in alone] == [r["valid_Loss"] for r in ahead]
+    half = trained("half", view_dtype="float16")
+    assert half[-1]["train_loss"] == pytest.approx(alone[-1]["train_loss"], rel=1e-2)  # rounded inputs, same run
+    assert {p.suffix for p in (cache / "views").glob("*/text.*")} == {".f32", ".f16"}
 
 
 def test_early_stopping_the_schedule_and_the_no_decay_groups(tmp_path):

@@ -36,7 +36,9 @@ def test_train_writes_a_complete_run_folder(tmp_path, splits):
     assert config["model"]["dt_rank"] == 1 and config["train"]["seed"] == 1111 and config["versions"]["torch"]
     rows = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["epoch"] for r in rows] == [1, 2] and all(np.isfinite(r["valid_Loss"]) for r in rows)
-    assert (tmp_path / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss,lr,seconds,valid_")
+    header = "epoch,train_loss,lr,seconds,input_s,step_s,valid_"
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[0].startswith(header)
+    assert all(0 <= r["input_s"] and 0 < r["step_s"] and r["input_s"] + r["step_s"] <= r["seconds"] for r in rows)
     assert {p.name for p in (tmp_path / "best").iterdir()} == {"model.safetensors", "model.json"}
     assert result["best_epoch"] in (1, 2)
     assert result["valid"]["Loss"] == min(r["valid_Loss"] for r in rows)  # selected on valid only
