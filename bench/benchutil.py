@@ -34,6 +34,12 @@ def _proc_status_kb(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
+def process_peak_mb() -> float:
+    """This process's peak resident memory (VmHWM: of this program image only; ``ru_maxrss`` would also count the
+    parent's resident set at the fork that started it)."""
+    return _proc_status_kb("VmHWM") / 1024
+
+
 def peak_rss_mb(fn: Callable[[], object]) -> float:
     """Peak resident memory of one call of ``fn`` above the resident set before it (CPU, Linux).
 

@@ -36,7 +36,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from cmamba.constants import ALIGN_MODES, DATASETS, MODALITIES, SEGMENT_MODES, TASKS
+from cmamba.constants import ALIGN_MODES, DATASETS, MODALITIES, SEGMENT_MODES, TASKS, VIEW_DTYPES
 from cmamba.errors import ConfigError
 from cmamba.extractors import EXTRACTORS, available_extractors, extractor_for
 from cmamba.extractors.audio import PRESETS
@@ -124,6 +124,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.task": TASKS,
     "model.pooling": POOLINGS,
     "train.dataset": DATASETS,
+    "train.view_dtype": VIEW_DTYPES,
 }
 
 SECTION_HELP = {

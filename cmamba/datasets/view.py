@@ -268,12 +268,14 @@ def _stored(values: np.ndarray, dtype: np.dtype, modality: str) -> bytes:
 
 def _in_order(fn: Any, items: list, threads: int) -> Iterator[Any]:
     """``fn(item)`` for each item, in order, computed up to ``threads`` items ahead in a thread pool (numpy copies
-    and Parquet decoding release the GIL); at most ``threads`` results wait in memory."""
+    and Parquet decoding release the GIL): while the caller works on one result, the next ``threads`` are being
+    computed (at most ``threads`` + 1 results in memory)."""
     with ThreadPoolExecutor(threads) as pool:
         pending = deque(pool.submit(fn, item) for item in items[:threads])
         for item in items[threads:]:
-            yield pending.popleft().result()
-            pending.append(pool.submit(fn, item))
+            ready = pending.popleft()
+            pending.append(pool.submit(fn, item))  # before yielding: it runs while the caller uses ``ready``
+            yield ready.result()
         while pending:
             yield pending.popleft().result()
 
