@@ -65,7 +65,7 @@ EXTRACT_FLAGS = {"align": "align.mode", "workers": "extract.workers", "scheduler
                  "segment": "segment.mode"}  # fmt: skip
 TRAIN_FLAGS = {"fusion": "model.fusion", "epochs": "train.epochs", "seeds": "train.seeds",
                "batch_size": "train.batch_size", "dataset": "train.dataset",
-               "view_dtype": "train.view_dtype"}  # fmt: skip
+               "view": "train.view", "view_dtype": "train.view_dtype"}  # fmt: skip
 
 
 def _extract(args: argparse.Namespace) -> int:
@@ -124,8 +124,7 @@ def _train(args: argparse.Namespace) -> int:
 
     config = _config(args, TRAIN_FLAGS)
     summary = train_cache(args.cache, args.out, config.model_overrides(), config.train_config(), config.seeds,
-                          align=args.align, overwrite=args.overwrite, settings=config.to_dict(),
-                          view=args.view)  # fmt: skip
+                          align=args.align, overwrite=args.overwrite, settings=config.to_dict())  # fmt: skip
     split = "test" if "test" in summary else "valid"
     metrics = ", ".join(f"{k} {v['mean']:.4f}±{v['std']:.4f}" for k, v in summary[split].items())
     print(f"{len(summary['seeds'])} seed(s) in {args.out}; {split}: {metrics}")
@@ -302,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--align", choices=ALIGN_MODES, help="default: the cache's")
     p.add_argument("--overwrite", action="store_true", help="delete the training run already in --out first")
     no_view = "stream the shards instead of building a memory-mapped training view in CACHE/views/"
-    p.add_argument("--no-view", dest="view", action="store_false", help=no_view)
+    p.add_argument("--no-view", dest="view", action="store_const", const=False, help=no_view)
     p.add_argument("--view-dtype", dest="view_dtype", choices=VIEW_DTYPES,
                    help="how the training view stores features (float16: half the disk and read time)")  # fmt: skip
 

@@ -80,6 +80,19 @@ def test_extract_and_train_save_the_resolved_config(workspace):
     assert (workspace["run"] / "seed-1111" / "best" / "model.safetensors").is_file()
 
 
+def test_train_flags_reach_the_recipe(tmp_path):
+    from cmamba.cli import TRAIN_FLAGS, _config, build_parser
+
+    config = tmp_path / "c.toml"
+    config.write_text('[train]\nview_dtype = "float16"\n')
+    plain = build_parser().parse_args(["train", "cache", "--out", "run", "--config", str(config)])
+    recipe = _config(plain, TRAIN_FLAGS).train_config()
+    assert recipe.view is True and recipe.view_dtype == "float16"  # the file's key, not overridden by absent flags
+    flagged = build_parser().parse_args(["train", "cache", "--out", "run", "--no-view", "--view-dtype", "float32"])
+    recipe = _config(flagged, TRAIN_FLAGS).train_config()
+    assert recipe.view is False and recipe.view_dtype == "float32"
+
+
 def test_evaluate_prints_metrics(workspace):
     done = cmamba("evaluate", workspace["run"], workspace["cache"], "--split", "valid", "--missing-rate", "0.2")
     assert done.returncode == 0, done.stderr

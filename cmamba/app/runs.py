@@ -60,18 +60,17 @@ def train_cache(
     align: str | None = None,
     overwrite: bool = False,
     settings: Mapping[str, Any] | None = None,
-    view: bool = True,
 ) -> dict[str, Any]:
     """Train one model per seed on the cache's splits into ``out/seed-<seed>``; returns ``out/summary.json``.
 
     model: FusionConfig fields other than ``modalities`` (taken from the cache); train: the recipe. A run folder
     belongs to one training: a non-empty ``out`` is refused unless ``overwrite`` (which empties it first).
-    settings: the resolved config to save as ``out/cmamba-config.json``; view: read the splits through training
-    views (``cmamba.datasets.view``: built once, then memory speed; stored as ``train.view_dtype``) instead of
-    streaming the shards.
+    settings: the resolved config to save as ``out/cmamba-config.json``. The splits are read through training
+    views (``cmamba.datasets.view``: built once, then memory speed; stored as ``train.view_dtype``) unless
+    ``train.view`` is false, which streams the shards.
     """
     train = train or TrainConfig()
-    sets = _splits(cache, align, view=view, view_dtype=train.view_dtype)
+    sets = _splits(cache, align, view=train.view, view_dtype=train.view_dtype)
     model_config = FusionConfig(modalities=sets["train"].dims(), **dict(model or {}))
     out = Path(out)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the other ranks must not see rank 0's first files

@@ -146,8 +146,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast, on CUDA only
     device: str = "auto"
     progress: bool = True
+    view: bool = True  # `train_cache` reads the splits through training views; false: streams the shards
+    view_dtype: str = "float32"  # how those views store features: float32 | float16 (half the size)
     input_threads: int = 1  # threads gathering the next batches from a training view while a step runs (0: none)
-    view_dtype: str = "float32"  # how `train_cache` stores training views: float32 | float16 (half the size)
 
     def __post_init__(self):
         if self.dataset not in DATASETS:

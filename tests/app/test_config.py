@@ -189,7 +189,6 @@ def test_a_repeated_modality_is_refused(tmp_path):
         ("[train]\nlr = 0.0", "train", "lr must be a finite number > 0"),
         ("[train]\nlr = inf", "train", "lr must be a finite number > 0"),
         ("[train]\ninput_threads = -1", "train", "input_threads must lie in [0, 32]"),
-        ('[train]\nview_dtype = "bfloat16"', "train", "view_dtype must be one of ('float32', 'float16')"),
         ("[align]\nclock_rate = nan", "align", "clock_rate must be positive"),
         ('[train]\ndevice = "gpu"', "train", "device must be auto, cpu, cuda or cuda:N"),
         ("[align]\nclock_rate = -1", "align", "clock_rate must be positive"),

@@ -98,6 +98,10 @@ def test_a_float16_view_holds_the_readers_values_rounded_and_refuses_values_out_
         _stored(np.array([[1.0, 1e5]], np.float32), np.dtype(np.float16), "audio")  # what both build paths call
     with pytest.raises(ValueError, match="float32 or float16"):
         training_view(cache, split="train", dtype="int8")
+    from cmamba.fusion.config import TrainConfig
+
+    with pytest.raises(ValueError, match="view_dtype must be one of"):
+        TrainConfig(view_dtype="int8")
 
 
 @pytest.mark.parametrize("align", ["native", "word"])  # batches of varying width; of one width
@@ -158,6 +162,9 @@ def test_training_reads_the_view_and_learns_the_same_with_threads_gathering_ahea
     alone, ahead = trained("alone", input_threads=0), trained("ahead", input_threads=2)
     assert [r["train_loss"] for r in alone] == [r["train_loss"] for r in ahead]  # the same batches, in order
     assert [r["valid_Loss"] for r in alone] == [r["valid_Loss"] for r in ahead]
+    views = sorted((cache / "views").iterdir())
+    streamed = trained("streamed", view=False)  # the shards read as they are: no view is built
+    assert sorted((cache / "views").iterdir()) == views and np.isfinite(streamed[-1]["train_loss"])
     half = trained("half", view_dtype="float16")
     assert half[-1]["train_loss"] == pytest.approx(alone[-1]["train_loss"], rel=1e-2)  # rounded inputs, same run
     assert {p.suffix for p in (cache / "views").glob("*/text.*")} == {".f32", ".f16"}
