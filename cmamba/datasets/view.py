@@ -69,6 +69,11 @@ class TrainingView(Dataset):
         self._source = source  # the ShardDataset it was built from: the cache's schema for `train`
         self._buffers = _BufferPool()
 
+    def __reduce__(self) -> tuple:
+        # a DataLoader worker started by spawn or forkserver gets the view by pickle: it maps the files again (a
+        # pickled np.memmap would be a copy of the whole view) and starts an empty buffer pool
+        return TrainingView, (self.directory, self.meta, self._source)
+
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -152,7 +157,7 @@ class _BufferPool:
     it (every batch tensor made from it, and every view of those, holds a reference), so a batch the caller keeps
     is never overwritten. Batches of varying width get the smallest free array that holds them."""
 
-    KEEP = 8  # arrays kept per modality; a caller holding more batches than this gets fresh (unpooled) ones
+    KEEP = 4  # arrays kept per modality (enough for 2 loader threads); beyond them, fresh (unpooled) arrays
 
     def __init__(self) -> None:
         self._arrays: dict[tuple[str, str], list[np.ndarray]] = {}
@@ -215,7 +220,6 @@ def training_view(
             fcntl.flock(lock, fcntl.LOCK_EX)
             meta = _complete(directory) or _build(source, directory, params)
     except OSError as exc:  # a full disk or a read-only cache: say how big the view is and how to do without
-        shutil.rmtree(directory, ignore_errors=True)
         shards = sum((cache / s).stat().st_size for s in source.manifest["shards"])
         share = len(source) / max(1, source.manifest["counts"]["clips"])
         size = shards * share * np.dtype(dtype).itemsize / 4 / 2**20
@@ -269,7 +273,8 @@ def _stored(values: np.ndarray, dtype: np.dtype, modality: str) -> bytes:
 def _in_order(fn: Any, items: list, threads: int) -> Iterator[Any]:
     """``fn(item)`` for each item, in order, computed up to ``threads`` items ahead in a thread pool (numpy copies
     and Parquet decoding release the GIL): while the caller works on one result, the next ``threads`` are being
-    computed (at most ``threads`` + 1 results in memory)."""
+    computed. Alive at once: those ``threads``, the result handed over, and the one the caller may still hold while
+    it asks for the next."""
     with ThreadPoolExecutor(threads) as pool:
         pending = deque(pool.submit(fn, item) for item in items[:threads])
         for item in items[threads:]:
@@ -281,10 +286,19 @@ def _in_order(fn: Any, items: list, threads: int) -> Iterator[Any]:
 
 
 def _build(source: Any, directory: Path, params: dict) -> dict:
-    """Stream ``source``'s samples into the view's files (memory: one row group of the cache at a time)."""
+    """Build the view in ``directory`` (replacing an incomplete one); a build that fails leaves nothing."""
     if directory.exists():
         shutil.rmtree(directory)  # an incomplete or damaged earlier build
     directory.mkdir(parents=True)
+    try:
+        return _write(source, directory, params)
+    except BaseException:  # a refused value, a full disk, an interrupt: no partial view stays behind
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _write(source: Any, directory: Path, params: dict) -> dict:
+    """Stream ``source``'s samples into the view's files (memory: a few row groups of the cache at a time)."""
     names, dims, dtype = source.names, source.dims(), np.dtype(params["dtype"])
     values_files = [f"{m}{SUFFIXES[params['dtype']]}" for m in names]
     offsets = {m: [0] for m in names}

@@ -7,8 +7,8 @@ training runs with DistributedDataParallel (NCCL on CUDA, gloo on CPU); only ran
 
 A run folder holds ``config.json`` (resolved model and training config, feature schema, versions),
 ``metrics.csv`` / ``metrics.json`` (one row per epoch: losses, learning rate, ``seconds`` of the epoch with its
-validation, of which ``input_s`` waiting for batches (and their copy to the device) and ``step_s`` in the training
-steps), ``best/`` (the selected checkpoint) and
+validation, of which ``input_s`` waiting for batches and ``step_s`` in the training steps; on CUDA the copies to
+the device run asynchronously and count in ``step_s``), ``best/`` (the selected checkpoint) and
 ``result.json`` (valid and test metrics of the best checkpoint).
 """
 

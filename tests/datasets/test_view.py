@@ -130,6 +130,31 @@ def test_batch_memory_is_reused_only_once_the_caller_lets_go(cache, align):
     assert after == before  # a steady epoch allocates nothing new
 
 
+def test_a_failed_build_leaves_nothing_and_a_view_pickles_without_its_data(cache, tmp_path, monkeypatch):
+    import pickle
+    import shutil
+
+    import cmamba.datasets.view as view_module
+
+    local = tmp_path / "cache"
+    shutil.copytree(cache, local, ignore=shutil.ignore_patterns("views"))
+
+    def refuse(values, dtype, modality):
+        raise ValueError(f"the {modality} features reach 1e+05, beyond float16's range")
+
+    monkeypatch.setattr(view_module, "_stored", refuse)
+    with pytest.raises(ValueError, match="beyond float16's range"):
+        training_view(local, split="test", dtype="float16")
+    assert not [p for p in (local / "views").iterdir() if p.is_dir()]  # no partial view left behind
+    monkeypatch.undo()
+    view = training_view(local, split="test")
+    view.batch(np.arange(4))  # a pool with arrays in it
+    copy = pickle.loads(pickle.dumps(view))  # what a spawned DataLoader worker receives
+    assert len(pickle.dumps(view)) < view.meta["sizes"]["text.f32"]  # the files are mapped again, not copied
+    for m in view.names:
+        torch.testing.assert_close(copy.batch(np.arange(5))[m], view.batch(np.arange(5))[m])
+
+
 def test_pinned_batches_come_from_the_host_allocator_and_need_cuda(cache, monkeypatch):
     view = training_view(cache, split="train")
     with pytest.raises(ValueError, match="pin_memory=True needs CUDA"):
