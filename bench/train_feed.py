@@ -87,7 +87,7 @@ def measure_cold(cache: Path, dtype: str, threads: int) -> dict:
 
 
 def disk_read_rate(path: Path) -> float | None:
-    """MB/s of reading ``path`` sequentially in 4-MB blocks after dropping the page cache; None when not allowed."""
+    """MiB/s of reading ``path`` sequentially in 4-MB blocks after dropping the page cache; None when not allowed."""
     if not drop_page_cache():
         return None
     start, size = time.perf_counter(), 0
@@ -196,8 +196,8 @@ def main() -> None:
               f"streaming epoch), peak RSS {result['build_peak_rss_mb']:.0f} MB, {result['size_mb']:,.0f} MB",
               flush=True)  # fmt: skip
         if dtype == "float32":
-            row["disk_read_mb_per_s"] = rate = disk_read_rate(training_view(cache, split="train").values_file("text"))
-            print(f"disk, sequential read after dropping the page cache: {rate or float('nan'):,.0f} MB/s")
+            row["disk_read_mib_per_s"] = rate = disk_read_rate(training_view(cache, split="train").values_file("text"))
+            print(f"disk, sequential read after dropping the page cache: {rate or float('nan'):,.0f} MiB/s")
         # every cold epoch before this process maps the view: pages a process has mapped survive drop_caches
         colds = {
             threads: [
