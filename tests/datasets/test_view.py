@@ -13,6 +13,7 @@ import torch
 from cmamba.datasets.shards import ShardDataset
 from cmamba.datasets.synthetic import synthetic_cache
 from cmamba.datasets.view import _stored, training_view
+from cmamba.errors import CacheError
 from cmamba.fusion.batch import collate
 
 SHAPES = {"text": (12, 6), "audio": (40, 5), "video": (10, 4)}
@@ -146,6 +147,15 @@ def test_a_failed_build_leaves_nothing_and_a_view_pickles_without_its_data(cache
     with pytest.raises(ValueError, match="beyond float16's range"):
         training_view(local, split="test", dtype="float16")
     assert not [p for p in (local / "views").iterdir() if p.is_dir()]  # no partial view left behind
+
+    def full(values, dtype, modality):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(view_module, "_stored", full)
+    with pytest.raises(CacheError, match=r"cannot write the training view .*about [\d,]+ MB of float32 features.*"
+                                         r"No space left.*--no-view"):  # fmt: skip
+        training_view(local, split="test")
+    assert not [p for p in (local / "views").iterdir() if p.is_dir()]
     monkeypatch.undo()
     view = training_view(local, split="test")
     view.batch(np.arange(4))  # a pool with arrays in it
