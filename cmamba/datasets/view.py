@@ -83,7 +83,7 @@ class TrainingView(Dataset):
         return {"features": features, "present": present, "label": float(self.labels[i]), "id": self.ids[i]}
 
     def values_file(self, modality: str) -> Path:
-        return self.directory / f"{modality}{SUFFIXES[self.meta['dtype']]}"
+        return self.directory / _values_name(modality, self.meta["dtype"])
 
     def dims(self) -> dict[str, int]:
         return dict(self.meta["dims"])
@@ -182,6 +182,10 @@ class _BufferPool:
             elif len(arrays) < self.KEEP:
                 arrays.append(array)
             return array[:size].reshape(shape)
+
+
+def _values_name(modality: str, dtype: str) -> str:
+    return f"{modality}{SUFFIXES[dtype]}"
 
 
 def _rows(path: Path, rows: int, dim: int, dtype: np.dtype) -> np.ndarray:
@@ -300,7 +304,7 @@ def _build(source: Any, directory: Path, params: dict) -> dict:
 def _write(source: Any, directory: Path, params: dict) -> dict:
     """Stream ``source``'s samples into the view's files (memory: a few row groups of the cache at a time)."""
     names, dims, dtype = source.names, source.dims(), np.dtype(params["dtype"])
-    values_files = [f"{m}{SUFFIXES[params['dtype']]}" for m in names]
+    values_files = [_values_name(m, params["dtype"]) for m in names]
     offsets = {m: [0] for m in names}
     present = np.zeros((len(source), len(names)), bool)
     handles = {m: open(directory / name, "wb") for m, name in zip(names, values_files, strict=True)}
